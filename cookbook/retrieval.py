@@ -1,0 +1,140 @@
+"""First-stage retrieval: BM25 (bm25s) and dense (sentence-transformers), one run format.
+
+A *run* is ``{qid: {doc_id: score}}``, the format ir_measures, pytrec_eval and ranx read.
+Dense search is exact (a matrix product) for corpora up to ``faiss_threshold`` documents and
+uses a FAISS flat inner-product index above it, when ``faiss-cpu`` is installed.
+
+Taught in: notebooks/10_explore_query_document_pairs.ipynb
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from cookbook.beir import RetrievalData
+
+Run = dict[str, dict[str, float]]
+
+
+def _texts(corpus) -> tuple[list[str], list[str]]:
+    """Doc ids and the ``"title: text"`` strings that both retrievers index."""
+    if isinstance(corpus, RetrievalData):
+        ids = list(corpus.corpus)
+        return ids, [corpus.doc_text(d) for d in ids]
+    ids = list(corpus)
+    texts = []
+    for d in ids:
+        doc = corpus[d]
+        if isinstance(doc, str):
+            texts.append(doc)
+        else:
+            title = doc.get("title") or ""
+            texts.append(f"{title}: {doc['text']}" if title else doc["text"])
+    if not ids:
+        raise ValueError("empty corpus: nothing to index")
+    return ids, texts
+
+
+def _top_k(scores: np.ndarray, ids: list[str], qids: list[str], k: int) -> Run:
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    run: Run = {}
+    for row, qid in enumerate(qids):
+        idx = part[row][np.argsort(-scores[row, part[row]], kind="stable")]
+        run[qid] = {ids[i]: float(scores[row, i]) for i in idx}
+    return run
+
+
+class BM25Index:
+    """BM25 over a corpus with ``bm25s`` (English stopwords, no stemming).
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+
+    def __init__(self, corpus, k1: float = 1.5, b: float = 0.75):
+        import bm25s
+
+        self.ids, texts = _texts(corpus)
+        self._bm25s = bm25s
+        self.retriever = bm25s.BM25(k1=k1, b=b)
+        tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
+        self.retriever.index(tokens, show_progress=False)
+
+    def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
+        qids = list(queries)
+        if not qids:
+            return {}
+        tokens = self._bm25s.tokenize([queries[q] for q in qids], stopwords="en", show_progress=False)
+        k = min(k, len(self.ids))
+        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return {
+            qid: {self.ids[int(d)]: float(s) for d, s in zip(docs[i], scores[i]) if s > 0}
+            for i, qid in enumerate(qids)
+        }
+
+
+class DenseIndex:
+    """Embed a corpus once with a SentenceTransformer; search by cosine similarity.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+
+    def __init__(self, model, corpus, batch_size: int = 64, faiss_threshold: int = 200_000,
+                 show_progress_bar: bool = False):
+        self.model = model
+        self.ids, texts = _texts(corpus)
+        self.batch_size = batch_size
+        self.embeddings = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        self.faiss_index = None
+        if len(self.ids) > faiss_threshold:
+            try:
+                import faiss
+            except ImportError:
+                faiss = None
+            if faiss is not None:
+                self.faiss_index = faiss.IndexFlatIP(self.embeddings.shape[1])
+                self.faiss_index.add(self.embeddings)
+
+    def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
+        qids = list(queries)
+        if not qids:
+            return {}
+        q = encode(self.model, [queries[x] for x in qids], batch_size=self.batch_size)
+        k = min(k, len(self.ids))
+        if self.faiss_index is not None:
+            scores, idx = self.faiss_index.search(q, k)
+            return {qid: {self.ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
+                    for i, qid in enumerate(qids)}
+        return _top_k(q @ self.embeddings.T, self.ids, qids, k)
+
+
+def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+    """Normalised float32 embeddings: exactly ``SentenceTransformer.encode`` with fixed options."""
+    return model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        show_progress_bar=show_progress_bar,
+    ).astype(np.float32, copy=False)
+
+
+def bm25_search(corpus, queries: Mapping[str, str], k: int = 100) -> Run:
+    """Index ``corpus`` with BM25 and return the top-``k`` run for ``queries``."""
+    return BM25Index(corpus).search(queries, k)
+
+
+def dense_search(model, corpus, queries: Mapping[str, str], k: int = 100, batch_size: int = 64) -> Run:
+    """Embed ``corpus`` with ``model`` and return the top-``k`` run for ``queries``."""
+    return DenseIndex(model, corpus, batch_size=batch_size).search(queries, k)
+
+
+def fuse_rrf(runs: list[Run], k: int = 60, depth: int = 100) -> Run:
+    """Reciprocal-rank fusion of several runs (used to combine BM25 and dense)."""
+    fused: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for qid, docs in run.items():
+            ranked = sorted(docs.items(), key=lambda kv: -kv[1])[:depth]
+            out = fused.setdefault(qid, {})
+            for rank, (doc, _) in enumerate(ranked, start=1):
+                out[doc] = out.get(doc, 0.0) + 1.0 / (k + rank)
+    return fused
