@@ -35,7 +35,7 @@ from pathlib import Path
 from cookbook.beir import RetrievalData, load_beir, write_beir
 from cookbook.config import CACHE_DIR, SEED
 
-HARVEST_VERSION = 3
+HARVEST_VERSION = 4
 # Size of the corpus per profile: smoke keeps CI fast, laptop fits a 2-core CPU.
 DEFAULT_MAX_DOCS = {"smoke": 400, "laptop": 3000, "full": None}
 SPLIT_SHARES = {"test": 0.30, "dev": 0.10}  # the rest is train
@@ -68,6 +68,9 @@ ALIASES = {"np": "numpy", "pd": "pandas", "nx": "networkx", "sp": "scipy", "F": 
 SECTION = re.compile(r"^\s*([A-Z][A-Za-z ]+)\s*\n\s*-{3,}\s*$", re.M)
 ROLE = re.compile(r":[a-z]+:|[`~]|\(\)$")
 DOTTED = re.compile(r"(?<![\w.])((?:np|numpy|scipy|pd|pandas|nx|networkx|torch|F)(?:\.[A-Za-z_]\w*)+)")
+# "Equivalent method", "Similar function which ...": pointers, not descriptions of a need
+GENERIC = re.compile(r"^(an? |the )?(equivalent|similar|same|alias|analogous|see|refer|corresponding|counterpart|"
+                     r"inverse of|opposite)\b", re.I)
 BACKTICKED = re.compile(r"(?::[a-z]+:)?`~?([A-Za-z_][\w.]*)(?:\(\))?`")
 
 
@@ -103,6 +106,12 @@ def parse_see_also(block: str) -> list[tuple[list[str], str]]:
         names = [ROLE.sub("", n).strip().rstrip(".") for n in names_part.split(",")]
         entries.append(([n for n in names if n], [desc.strip()] if desc.strip() else []))
     return [(names, " ".join(desc).strip()) for names, desc in entries if names]
+
+
+def clean_markup(text: str) -> str:
+    """Drop reStructuredText roles and backticks: ``:func:`numpy.mean``` -> ``numpy.mean``."""
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return " ".join(text.replace("`", "").split())
 
 
 def _clean_doc(obj) -> str | None:
@@ -269,7 +278,10 @@ def build_graph_and_queries(docs, aliases, blocks, edges, seed: int = SEED):
             targets = [t for t in (resolve(n, source) for n in names) if t]
             for target in targets:
                 typed.add((source, target, "see_also"))
+            description = clean_markup(description)
             words = description.split()
+            if GENERIC.match(description):
+                continue
             if len(targets) == 1 and len(names) == 1 and 2 <= len(words) <= 40:
                 raw_queries.append((source, targets[0], description.rstrip(".")))
     for doc_id, doc in docs.items():

@@ -68,7 +68,10 @@ def draw_neighbourhood(graph, node: str, radius: int = 1, max_nodes: int = 30, s
     nx.draw_networkx_nodes(sub, pos, node_size=[260 if n == node else 60 for n in sub], node_color="#444444", ax=ax)
     nx.draw_networkx_labels(sub, pos, labels={n: n.split(".", 1)[-1] if n != node else n for n in sub},
                             font_size=7, ax=ax)
-    ax.legend(title="edge type", loc="best", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([0], [0], color=colours[k], linewidth=2, label=k) for k in types]
+    ax.legend(handles=handles, title="edge type", loc="best", fontsize=8)
     ax.set_title(f"Neighbourhood of {node} (radius {radius})")
     ax.axis("off")
     plt.tight_layout()

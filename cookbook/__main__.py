@@ -1,0 +1,3 @@
+from cookbook.cli import main
+
+raise SystemExit(main())

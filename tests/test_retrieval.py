@@ -1,0 +1,39 @@
+import pytest
+
+from cookbook import beir, retrieval
+from cookbook.config import DATA_DIR
+
+FIXTURE = beir.load_beir(DATA_DIR / "fixtures" / "tiny_beir")
+
+
+def test_bm25_ranks_the_obvious_answer_first():
+    run = retrieval.bm25_search(FIXTURE, FIXTURE.queries, k=3)
+    assert set(run) == set(FIXTURE.queries)
+    assert next(iter(sorted(run["q1"].items(), key=lambda kv: -kv[1])))[0] == "d1"
+    assert next(iter(sorted(run["q2"].items(), key=lambda kv: -kv[1])))[0] == "d3"
+    assert all(len(docs) <= 3 for docs in run.values())
+
+
+def test_dense_run_format_and_faiss_matches_exact(tiny_model):
+    exact = retrieval.DenseIndex(tiny_model, FIXTURE).search(FIXTURE.queries, k=5)
+    flat = retrieval.DenseIndex(tiny_model, FIXTURE, faiss_threshold=0)
+    assert flat.faiss_index is not None
+    approx = flat.search(FIXTURE.queries, k=5)
+    for q in FIXTURE.queries:
+        assert len(exact[q]) == 5
+        assert list(exact[q]) == list(approx[q])
+        for d in exact[q]:
+            assert exact[q][d] == pytest.approx(approx[q][d], abs=1e-5)
+
+
+def test_plain_dicts_and_empty_corpus(tiny_model):
+    run = retrieval.bm25_search({"a": "red apples", "b": "green pears"}, {"q": "apples"}, k=1)
+    assert list(run["q"]) == ["a"]
+    with pytest.raises(ValueError, match="empty corpus"):
+        retrieval.BM25Index({})
+
+
+def test_rrf_prefers_documents_ranked_high_by_both():
+    fused = retrieval.fuse_rrf([{"q": {"a": 3, "b": 2, "c": 1}}, {"q": {"b": 9, "a": 1, "c": 0}}])
+    assert max(fused["q"], key=fused["q"].get) in {"a", "b"}
+    assert fused["q"]["c"] < fused["q"]["a"]
