@@ -38,6 +38,7 @@ from cookbook.config import CACHE_DIR, SEED
 HARVEST_VERSION = 4
 # Size of the corpus per profile: smoke keeps CI fast, laptop fits a 2-core CPU.
 DEFAULT_MAX_DOCS = {"smoke": 400, "laptop": 3000, "full": None}
+EDGE_TYPES = ("contains", "see_also", "inherits", "mentions", "same_name")
 SPLIT_SHARES = {"test": 0.30, "dev": 0.10}  # the rest is train
 MIN_DOC_WORDS = 8
 MAX_GRADE1 = 40

@@ -167,8 +167,13 @@ def tiny_embedder(seed: int = 0, dim: int = 32):
     saved once as a normal model folder and loaded like any other model.
     """
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer, BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # older releases
+        from sentence_transformers.models import Pooling, Transformer
 
     folder = CACHE_DIR / "models" / f"tiny-bert-{dim}-seed{seed}"
     if not (folder / "model.safetensors").exists():
@@ -187,6 +192,6 @@ def tiny_embedder(seed: int = 0, dim: int = 32):
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    transformer = models.Transformer(str(folder), max_seq_length=64)
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    transformer = Transformer(str(folder), max_seq_length=64)
+    pooling = Pooling(dim, pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
