@@ -34,7 +34,7 @@ def test_compare_is_paired_and_signed():
     worse = {q: {"bad": 1.0, "good": 0.5} if i % 3 else {"good": 1.0} for i, q in enumerate(qrels)}
     better = {q: {"good": 1.0, "bad": 0.5} for q in qrels}
     result = evaluate.compare(worse, better, qrels)
-    assert result["diff"] > 0.3 and result["t_p"] < 1e-6
+    assert result["diff"] > 0.2 and result["t_p"] < 1e-4
     assert result["ci_low"] <= result["diff"] <= result["ci_high"]
     tie = evaluate.compare(better, better, qrels)
     assert tie["diff"] == 0 and tie["t_p"] == 1.0
