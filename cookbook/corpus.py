@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from cookbook.beir import RetrievalData, load_beir, write_beir
@@ -320,7 +320,7 @@ def build_graph_and_queries(docs, aliases, blocks, edges, seed: int = SEED):
             queries[qid]["sources"].append(source)
     # a text shared by two targets goes to one split, so no evaluation text is ever trained on
     text_split = {}
-    for qid, q in sorted(queries.items()):
+    for _, q in sorted(queries.items()):
         q["split"] = text_split.setdefault(normal(q["text"]), _split_of(normal(q["text"]), seed))
     return typed, queries
 
