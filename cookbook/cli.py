@@ -19,6 +19,7 @@ from pathlib import Path
 from cookbook.config import ROOT, profile
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+TIMES_START, TIMES_END = "<!-- times:start -->", "<!-- times:end -->"
 
 
 def _build(args) -> int:
@@ -92,6 +93,30 @@ def results_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def times_table(runs_dir: Path) -> str:
+    """Markdown table of notebook wall times per profile, from ``runs/<profile>/timings.json``."""
+    seen: dict[str, dict[str, str]] = {}
+    profiles = []
+    for path in sorted(runs_dir.glob("*/timings.json")):
+        report = json.loads(path.read_text())
+        profiles.append(report["profile"])
+        for row in report["notebooks"]:
+            cell = f"{row['seconds'] / 60:.1f} min" + ("" if row["ok"] else " (failed)")
+            seen.setdefault(row["notebook"], {})[report["profile"]] = cell
+    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---|" + "---:|" * len(profiles)]
+    for name in sorted(seen):
+        lines.append(f"| {name} | " + " | ".join(seen[name].get(p, "") for p in profiles) + " |")
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + body + "\n" + end + tail
+
+
 def _results(args) -> int:
     from cookbook.evaluate import load_results
 
@@ -103,13 +128,11 @@ def _results(args) -> int:
     print(table)
     if args.update_readme:
         readme = ROOT / "README.md"
-        text = readme.read_text()
-        if README_START not in text or README_END not in text:
-            print("README.md has no results markers", file=sys.stderr)
-            return 1
-        head, rest = text.split(README_START, 1)
-        _, tail = rest.split(README_END, 1)
-        readme.write_text(head + README_START + "\n" + table + "\n" + README_END + tail)
+        text = _replace_block(readme.read_text(), README_START, README_END, table)
+        times = times_table(ROOT / "runs")
+        print(times)
+        text = _replace_block(text, TIMES_START, TIMES_END, times)
+        readme.write_text(text)
         print("README.md updated", file=sys.stderr)
     return 0
 

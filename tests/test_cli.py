@@ -19,3 +19,12 @@ def test_build_command_prints_manifest(capsys):
     assert cli.main(["build", "--profile", "smoke"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["counts"]["documents"] == 400 and len(out["checksum"]) == 64
+
+
+def test_times_table_reads_run_timings(tmp_path):
+    for profile, secs in (("laptop", 300.0), ("smoke", 60.0)):
+        (tmp_path / profile).mkdir()
+        (tmp_path / profile / "timings.json").write_text(json.dumps(
+            {"profile": profile, "notebooks": [{"notebook": "10_x.ipynb", "seconds": secs, "ok": True}]}))
+    table = cli.times_table(tmp_path)
+    assert "| notebook | laptop | smoke |" in table and "| 10_x.ipynb | 5.0 min | 1.0 min |" in table
