@@ -65,9 +65,11 @@ def draw_neighbourhood(graph, node: str, radius: int = 1, max_nodes: int = 30, s
         edges = [(u, v) for u, v, d in sub.edges(data=True) if d["type"] == kind]
         nx.draw_networkx_edges(sub, pos, edgelist=edges, edge_color=[colours[kind]], ax=ax, arrows=True,
                                arrowsize=8, width=1.5, label=kind, connectionstyle="arc3,rad=0.08")
-    nx.draw_networkx_nodes(sub, pos, node_size=[260 if n == node else 60 for n in sub], node_color="#444444", ax=ax)
-    nx.draw_networkx_labels(sub, pos, labels={n: n.split(".", 1)[-1] if n != node else n for n in sub},
-                            font_size=7, ax=ax)
+    nx.draw_networkx_nodes(sub, pos, node_size=[300 if n == node else 70 for n in sub], node_color="#444444", ax=ax)
+    label_pos = {n: (x, y + 0.06) for n, (x, y) in pos.items()}
+    nx.draw_networkx_labels(sub, label_pos, labels={n: n.split(".", 1)[-1] if n != node else n for n in sub},
+                            font_size=8, ax=ax,
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 0.4})
     from matplotlib.lines import Line2D
 
     handles = [Line2D([0], [0], color=colours[k], linewidth=2, label=k) for k in types]
