@@ -74,7 +74,11 @@ def _run_notebooks(args) -> int:
     os.environ.setdefault("COOKBOOK_PROFILE", profile().name)
     out = Path(args.output)
     report = run_notebooks(paths, out)
-    (out / "timings.json").write_text(json.dumps({"profile": profile().name, "notebooks": report}, indent=1))
+    timings = out / "timings.json"
+    previous = json.loads(timings.read_text())["notebooks"] if timings.exists() else []
+    merged = {r["notebook"]: r for r in previous + report}  # a partial run (--only) keeps the others
+    timings.write_text(json.dumps({"profile": profile().name, "notebooks": sorted(merged.values(),
+                                   key=lambda r: r["notebook"])}, indent=1))
     return 0 if all(r["ok"] for r in report) else 1
 
 
