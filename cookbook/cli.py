@@ -97,6 +97,27 @@ def results_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def other_numbers_table(results: dict[str, dict]) -> str:
+    """Markdown table of every other number a notebook saved (flat metrics, nested one level)."""
+    lines = ["| notebook | profile | measurement | value |", "|---|---|---|---:|"]
+    for name, res in results.items():
+        for key, value in res.get("metrics", {}).items():
+            items = []
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                items = [(key, value)]
+            elif isinstance(value, dict) and {"diff", "t_p", "ci_low", "ci_high"} <= set(value):
+                items = [(f"{key}: {value.get('metric', '')} difference",
+                          f"{value['diff']:+.4f} (95% CI {value['ci_low']:+.4f} to {value['ci_high']:+.4f}; "
+                          f"paired t p={value['t_p']:.2g}; {value.get('queries', '?')} queries)")]
+            elif isinstance(value, dict) and "nDCG@10" not in value:
+                items = [(f"{key} / {k}", v) for k, v in value.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            for label, number in items:
+                shown = f"{number:.4g}" if isinstance(number, (int, float)) else number
+                lines.append(f"| {name} | {res.get('profile', '')} | {label} | {shown} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def times_table(runs_dir: Path) -> str:
     """Markdown table of notebook wall times per profile, from ``runs/<profile>/timings.json``."""
     seen: dict[str, dict[str, str]] = {}
@@ -129,6 +150,9 @@ def _results(args) -> int:
         print("no results yet: run `make run` first", file=sys.stderr)
         return 1
     table = results_table(results)
+    others = other_numbers_table(results)
+    if others:
+        table += "\n\nOther headline numbers (comparisons, link prediction, click-model studies):\n\n" + others
     print(table)
     if args.update_readme:
         readme = ROOT / "README.md"

@@ -28,3 +28,11 @@ def test_times_table_reads_run_timings(tmp_path):
             {"profile": profile, "notebooks": [{"notebook": "10_x.ipynb", "seconds": secs, "ok": True}]}))
     table = cli.times_table(tmp_path)
     assert "| notebook | laptop | smoke |" in table and "| 10_x.ipynb | 5.0 min | 1.0 min |" in table
+
+
+def test_other_numbers_table_compacts_comparisons():
+    table = cli.other_numbers_table({"71_x": {"profile": "smoke", "metrics": {
+        "exam_error": 0.0413, "cmp": {"metric": "nDCG@10", "diff": 0.05, "t_p": 0.01, "ci_low": 0.01,
+                                      "ci_high": 0.09, "queries": 40}}}})
+    assert "| 71_x | smoke | exam_error | 0.0413 |" in table
+    assert "+0.0500 (95% CI +0.0100 to +0.0900; paired t p=0.01; 40 queries)" in table
