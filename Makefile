@@ -23,7 +23,7 @@ run: $(STAMP)  ## execute every notebook (PROFILE=laptop by default) into runs/,
 	$(PY) -m cookbook results --update-readme
 
 test: $(STAMP)  ## unit tests + every notebook in the smoke profile, offline
-	$(TEST_ENV) $(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check cookbook tests notebooks
