@@ -60,11 +60,13 @@ class RetrievalData:
     @property
     def eval_pairs(self) -> set[tuple[str, str]]:
         """(source, target) document pairs behind dev and test queries (empty for plain BEIR)."""
-        return {
-            (m["source"], m["target"])
-            for m in self.query_meta.values()
-            if m.get("split") in ("dev", "test") and "source" in m
-        }
+        pairs = set()
+        for m in self.query_meta.values():
+            if m.get("split") in ("dev", "test") and "source" in m:
+                # the same description can be written in several docstrings: block every one
+                for source in m.get("sources") or [m["source"]]:
+                    pairs.add((source, m["target"]))
+        return pairs
 
     def training_graph(self):
         """The graph with every edge between an evaluation pair removed, in both directions."""
