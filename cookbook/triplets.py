@@ -366,6 +366,17 @@ def mine_triplets(
     return _finish(rows, with_text, stats, "kge", exclude_pairs, started)
 
 
+def _baseline_setup(texts, entities, anchors, max_anchors, exclude_pairs, seed, what: str):
+    """Shared start of the baseline miners: texts, seeded rng, candidate pool, anchors, forbidden pairs."""
+    with_text = _texts(texts, entities)
+    if len(with_text) < 3:
+        raise MiningError(f"need at least 3 {what} with text")
+    rng = random.Random(seed)
+    pool = [e for e in entities if e in with_text]
+    usable, n_skipped, n_pool = _choose_anchors(entities, with_text, anchors, max_anchors, rng)
+    return with_text, rng, pool, usable, n_skipped, n_pool, _forbidden(exclude_pairs)
+
+
 def random_triplets(
     entities: list[str],
     texts: Mapping[str, str] | Callable[[str], str],
@@ -383,13 +394,8 @@ def random_triplets(
     Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
     """
     started = time.perf_counter()
-    with_text = _texts(texts, entities)
-    if len(with_text) < 3:
-        raise MiningError("need at least 3 entities with text")
-    rng = random.Random(seed)
-    pool = [e for e in entities if e in with_text]
-    usable, n_skipped, n_pool = _choose_anchors(entities, with_text, anchors, max_anchors, rng)
-    forbidden = _forbidden(exclude_pairs)
+    with_text, rng, pool, usable, n_skipped, n_pool, forbidden = _baseline_setup(
+        texts, entities, anchors, max_anchors, exclude_pairs, seed, "entities")
     rows = []
     for anchor in usable:
         banned = {anchor} | {n for n in pool if (anchor, n) in forbidden}
@@ -425,13 +431,8 @@ def graph_triplets(
     if not 1 <= positive_hops[0] <= positive_hops[1] < hard_hops[0] <= hard_hops[1]:
         raise MiningError(f"need 1 <= positive_hops {positive_hops} < hard_hops {hard_hops}")
     entities = sorted(graph.nodes, key=str)
-    with_text = _texts(texts, entities)
-    if len(with_text) < 3:
-        raise MiningError("need at least 3 graph nodes with text")
-    rng = random.Random(seed)
-    pool = [e for e in entities if e in with_text]
-    usable, n_skipped, n_pool = _choose_anchors(entities, with_text, anchors, max_anchors, rng)
-    forbidden = _forbidden(exclude_pairs)
+    with_text, rng, pool, usable, n_skipped, n_pool, forbidden = _baseline_setup(
+        texts, entities, anchors, max_anchors, exclude_pairs, seed, "graph nodes")
     rows, no_neighbour = [], 0
     for anchor in usable:
         dist = undirected_hops(graph, anchor, hard_hops[1])
