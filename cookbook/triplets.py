@@ -242,6 +242,36 @@ class Triplets:
             out.append((r["anchor"], r["negative"]))
         return out
 
+    def hop_profile(self, graph, cutoff: int = 2):
+        """How far apart, in ``graph``, the anchor and each side of the triplets are.
+
+        One row per role (``positive``, ``hard negative``, ``easy negative``): how many pairs,
+        and the share at 1 hop, at most ``cutoff`` hops, and farther (or unconnected). Pass the
+        *training* graph. Good positives are near; a hard negative at 1 hop is probably a
+        false negative. Costs one breadth-first search per anchor.
+        """
+        import pandas as pd
+
+        if cutoff < 1:
+            raise MiningError(f"cutoff={cutoff}: need >= 1")
+        hops: dict[str, dict[str, int]] = {}
+        rows = []
+        for r in self.rows:
+            a = r["anchor"]
+            if a not in hops:
+                hops[a] = undirected_hops(graph, a, cutoff) if graph.has_node(a) else {}
+            rows.append(("positive", hops[a].get(r["positive"])))
+            rows.append((f"{r['negative_kind']} negative", hops[a].get(r["negative"])))
+        df = pd.DataFrame(rows, columns=["role", "hops"])  # one row per triplet side
+        if df.empty:
+            return pd.DataFrame(columns=["pairs", "1 hop", f"<= {cutoff} hops", f"> {cutoff} hops"])
+        out = df.groupby("role", sort=False)["hops"].agg(
+            pairs="size",
+            **{"1 hop": lambda h: float((h == 1).mean()),
+               f"<= {cutoff} hops": lambda h: float(h.notna().mean()),
+               f"> {cutoff} hops": lambda h: float(h.isna().mean())})
+        return out
+
 
 def _texts(texts, ids) -> dict[str, str]:
     if callable(texts):

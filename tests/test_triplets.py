@@ -130,6 +130,23 @@ def test_graph_triplets_take_positives_from_neighbours():
         T.graph_triplets(g, texts, positive_hops=(1, 3), hard_hops=(2, 3))
 
 
+def test_hop_profile_counts_graph_distance_per_role():
+    g = G.toy_graph()
+    texts = {n: n for n in g.nodes}
+    mined = T.graph_triplets(g, texts, positive_hops=(1, 1), hard_hops=(3, 3), n_easy=0, seed=0)
+    prof = mined.hop_profile(g, cutoff=2)
+    assert prof.loc["positive", "1 hop"] == 1.0  # graph positives are direct neighbours
+    assert prof.loc["hard negative", "<= 2 hops"] == 0.0  # hard ones are exactly 3 hops away
+    assert prof.loc["positive", "pairs"] + prof.loc["hard negative", "pairs"] == 2 * len(mined)
+    by_hand = T.Triplets([{"anchor": "numpy.mean", "positive": "numpy.average", "negative": "torch",
+                           "negative_kind": "easy"}], texts)
+    hops = G.undirected_hops(g, "numpy.mean", 2)
+    row = by_hand.hop_profile(g, cutoff=2).loc["easy negative"]
+    assert row["<= 2 hops"] == float("torch" in hops)
+    with pytest.raises(T.MiningError, match="cutoff"):
+        mined.hop_profile(g, cutoff=0)
+
+
 def test_related_object_task_and_dense_run():
     data = toy_data()
     task = T.related_object_task(data, "test")
