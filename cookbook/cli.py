@@ -82,19 +82,43 @@ def _run_notebooks(args) -> int:
     return 0 if all(r["ok"] for r in report) else 1
 
 
+def _is_summary(value) -> bool:
+    return isinstance(value, dict) and "nDCG@10" in value
+
+
+def _is_comparison(value) -> bool:
+    return isinstance(value, dict) and {"diff", "t_p", "ci_low", "ci_high"} <= set(value)
+
+
+def _system_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(system, summary) pairs: top-level summaries, and summaries grouped one level down
+    (``{"test": {"BM25": {...}, ...}}``)."""
+    rows = []
+    for key, value in metrics.items():
+        if _is_summary(value):
+            rows.append((key, value))
+        elif isinstance(value, dict) and value and all(_is_summary(v) for v in value.values()):
+            rows.extend(value.items())
+    return rows
+
+
 def results_table(results: dict[str, dict]) -> str:
     """Markdown table of every notebook's headline metrics (one row per system)."""
     lines = ["| notebook | profile | system | nDCG@10 | R@10 | R@100 | RR@10 | notes |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for name, res in results.items():
         notes = res.get("notes", "")
-        for system, metrics in res.get("metrics", {}).items():
-            if not isinstance(metrics, dict) or "nDCG@10" not in metrics:
-                continue
+        for system, metrics in _system_rows(res.get("metrics", {})):
             cells = [f"{metrics[m]:.3f}" if isinstance(metrics.get(m), (int, float)) else "" for m in
                      ("nDCG@10", "R@10", "R@100", "RR@10")]
             lines.append(f"| {name} | {res.get('profile', '')} | {system} | " + " | ".join(cells) + f" | {notes} |")
     return "\n".join(lines)
+
+
+def _comparison_item(label: str, value: dict) -> tuple[str, str]:
+    return (f"{label}: {value.get('metric', '')} difference",
+            f"{value['diff']:+.4f} (95% CI {value['ci_low']:+.4f} to {value['ci_high']:+.4f}; "
+            f"paired t p={value['t_p']:.2g}; {value.get('queries', '?')} queries)")
 
 
 def other_numbers_table(results: dict[str, dict]) -> str:
@@ -105,11 +129,11 @@ def other_numbers_table(results: dict[str, dict]) -> str:
             items = []
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 items = [(key, value)]
-            elif isinstance(value, dict) and {"diff", "t_p", "ci_low", "ci_high"} <= set(value):
-                items = [(f"{key}: {value.get('metric', '')} difference",
-                          f"{value['diff']:+.4f} (95% CI {value['ci_low']:+.4f} to {value['ci_high']:+.4f}; "
-                          f"paired t p={value['t_p']:.2g}; {value.get('queries', '?')} queries)")]
-            elif isinstance(value, dict) and "nDCG@10" not in value:
+            elif _is_comparison(value):
+                items = [_comparison_item(key, value)]
+            elif isinstance(value, dict) and value and all(_is_comparison(v) for v in value.values()):
+                items = [_comparison_item(f"{key} / {k}", v) for k, v in value.items()]
+            elif isinstance(value, dict) and not _is_summary(value):
                 items = [(f"{key} / {k}", v) for k, v in value.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
             for label, number in items:

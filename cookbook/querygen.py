@@ -289,9 +289,12 @@ def fine_tune(model, train_dataset, *, output_dir: str | Path, epochs: int = 1,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate,
         warmup_steps=warmup_ratio, batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed,
         data_seed=seed, save_strategy="no", logging_steps=10, report_to="none",
-        dataloader_num_workers=0, disable_tqdm=True,
+        dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
                                          loss=loss)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # without tqdm it prints every log dict; keep notebooks quiet
     trainer.train()
     return model

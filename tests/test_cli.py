@@ -36,3 +36,15 @@ def test_other_numbers_table_compacts_comparisons():
                                       "ci_high": 0.09, "queries": 40}}}})
     assert "| 71_x | smoke | exam_error | 0.0413 |" in table
     assert "+0.0500 (95% CI +0.0100 to +0.0900; paired t p=0.01; 40 queries)" in table
+
+
+def test_tables_read_systems_and_comparisons_grouped_one_level_down():
+    summary = {"nDCG@10": 0.61, "R@10": 0.59, "R@100": 0.88, "RR@10": 0.63}
+    cmp = {"metric": "R@10", "diff": 0.02, "t_p": 0.03, "ci_low": 0.001, "ci_high": 0.04, "queries": 444}
+    results = {"21_x": {"profile": "laptop", "metrics": {"test": {"base": summary, "tuned": summary},
+                                                        "vs base": {"tuned": cmp}}}}
+    table = cli.results_table(results)
+    assert "| 21_x | laptop | base | 0.610 |" in table and "| 21_x | laptop | tuned | 0.610 |" in table
+    other = cli.other_numbers_table(results)
+    assert "| 21_x | laptop | vs base / tuned: R@10 difference | +0.0200 (95% CI +0.0010 to +0.0400" in other
+    assert "base" not in other.replace("vs base", "")
