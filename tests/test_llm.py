@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -242,45 +240,23 @@ class _Script:
         self.seen: list[dict] = []
 
 
-def _fake_server(script: _Script):
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            script.seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                "json": json.loads(body)})
-            status, reply = script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
-            data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
-
-
 def _completion(text):
     return {"choices": [{"index": 0, "text": text}], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
 
 
 @pytest.fixture
-def fake():
-    servers = []
-
+def fake(json_server):
     def start(*replies):
         script = _Script(replies)
-        server, url = _fake_server(script)
-        servers.append(server)
-        return script, url
 
-    yield start
-    for s in servers:
-        s.shutdown()
+        def reply(request, body):
+            script.seen.append({"path": request.path, "auth": request.headers.get("Authorization"),
+                                "json": body})
+            return script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
+
+        return script, json_server(reply)
+
+    return start
 
 
 def test_http_retries_with_backoff_then_succeeds(fake, monkeypatch):

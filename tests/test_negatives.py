@@ -96,44 +96,22 @@ def test_triplets_keep_every_pair_with_a_fallback(smoke_data):
     assert len(N.triplets(neg, smoke_data, pairs, only_verified=False)) == 2
 
 
-def test_prompt_judge_over_an_openai_compatible_chat_endpoint(smoke_data):
+def test_prompt_judge_over_an_openai_compatible_chat_endpoint(smoke_data, json_server):
     """negatives.judge sends one chat request per (query, negative) and reads yes/no."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     docs = sorted(smoke_data.corpus)[:3]
     seen = []
 
-    class Judge(BaseHTTPRequestHandler):  # says "Yes." when the document names the query's object
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body))
-            prompt = body["messages"][0]["content"]
-            query = prompt.split("\n")[0].removeprefix("Query: ")
-            document = prompt.split("\n")[1]
-            answer = "Yes." if query.split()[-1] in document else "no"
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def reply(request, body):  # says "Yes." when the document contains the query's last word
+        seen.append((request.path, body))
+        query, document = body["messages"][0]["content"].split("\n")[:2]
+        answer = "Yes." if query.removeprefix("Query: ").split()[-1] in document else "no"
+        return 200, {"choices": [{"message": {"role": "assistant", "content": answer}}]}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        llm = L.OpenAIHTTPLLM(f"http://127.0.0.1:{server.server_address[1]}/v1", "judge", cache=False,
-                              progress=False, concurrency=1)
-        word = smoke_data.doc_text(docs[1]).split()[0]
-        neg = pd.DataFrame({"pair": [0, 0], "query": [f"about {word}"] * 2, "doc_id": [docs[0]] * 2,
-                            "neg_id": [docs[1], docs[2]], "neg_rank": [1, 2]})
-        out = N.judge(neg, llm, smoke_data)
-    finally:
-        server.shutdown()
+    llm = L.OpenAIHTTPLLM(json_server(reply), "judge", cache=False, progress=False, concurrency=1)
+    word = smoke_data.doc_text(docs[1]).split()[0]
+    neg = pd.DataFrame({"pair": [0, 0], "query": [f"about {word}"] * 2, "doc_id": [docs[0]] * 2,
+                        "neg_id": [docs[1], docs[2]], "neg_rank": [1, 2]})
+    out = N.judge(neg, llm, smoke_data)
     expected = [word in " ".join(smoke_data.doc_text(d).split()[:96]) for d in (docs[1], docs[2])]
     assert list(out["judge_yes"]) == expected and expected[0]
     assert len(seen) == 2 and all(path == "/v1/chat/completions" for path, _ in seen)
