@@ -24,6 +24,7 @@ Environment variables (HTTP backend)::
     COOKBOOK_LLM_TIMEOUT   seconds per request   (default: 60)
     COOKBOOK_LLM_RETRIES   retries per request   (default: 4)
     COOKBOOK_LLM_CONCURRENCY  parallel requests  (default: 4)
+    COOKBOOK_LLM_CACHE     the SQLite cache file (default: data/cache/llm_cache.sqlite)
 
 Taught in: notebooks/20_generate_queries_promptagator.ipynb,
 notebooks/21_adapt_to_known_corpus_customir.ipynb
@@ -54,6 +55,11 @@ from typing import Any, Protocol, runtime_checkable
 from cookbook.config import CACHE_DIR, SEED
 
 DEFAULT_CACHE_PATH = CACHE_DIR / "llm_cache.sqlite"
+
+
+def default_cache_path() -> Path:
+    """``COOKBOOK_LLM_CACHE`` when set (a fresh path measures a first run), else ``data/cache``."""
+    return Path(os.environ.get("COOKBOOK_LLM_CACHE") or DEFAULT_CACHE_PATH)
 
 #: The query-likelihood prompt (after UPR, Sachan et al. 2022): the score of a (query, document)
 #: pair is the log-probability of the query tokens given this context.
@@ -206,7 +212,7 @@ class LLMCache:
     )"""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = DEFAULT_CACHE_PATH if path is None else path
+        self.path = default_cache_path() if path is None else path
         if str(self.path) != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
@@ -281,7 +287,7 @@ def _open_cache(cache: LLMCache | str | Path | bool | None) -> LLMCache:
     if cache is False:
         return LLMCache(":memory:")
     if cache is None or cache is True:
-        return LLMCache(DEFAULT_CACHE_PATH)
+        return LLMCache(default_cache_path())
     return LLMCache(cache)
 
 

@@ -262,39 +262,26 @@ def to_pairs(df: pd.DataFrame, data):
                               "positive": [data.doc_text(d) for d in df["doc_id"]]})
 
 
-def fine_tune(model, train_dataset, *, output_dir: str | Path, epochs: int = 1,
+def fine_tune(model, train_dataset, *, output_dir: str | Path | None = None, epochs: int = 1,
               batch_size: int = 16, learning_rate: float = 2e-5, warmup_ratio: float = 0.0,
               max_steps: int = -1, cached: bool = False, mini_batch_size: int = 16,
               seed: int = SEED):
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss (InfoNCE with in-batch
-    negatives; a third ``negative`` column adds one hard negative per query) using
-    ``SentenceTransformerTrainer``. ``cached=True`` uses the cached variant (GradCache), which
-    allows large batches in little memory. Returns the trained model (also saved).
+    negatives; a third ``negative`` column adds one hard negative per query) through
+    :func:`cookbook.finetune.fit`. ``cached=True`` uses the cached variant (GradCache), which
+    allows large batches in little memory. Returns the trained model.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-        losses,
-    )
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers import losses
+
+    from cookbook.finetune import fit
 
     if len(train_dataset) < 2:
         raise ValueError(f"train_dataset has {len(train_dataset)} rows; MNRL needs at least 2")
     loss = (losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
             if cached else losses.MultipleNegativesRankingLoss(model))
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        warmup_steps=warmup_ratio, batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed,
-        data_seed=seed, save_strategy="no", logging_steps=10, report_to="none",
-        dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True,
-    )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
-                                         loss=loss)
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # without tqdm it prints every log dict; keep notebooks quiet
-    trainer.train()
+    fit(model, train_dataset, loss, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        learning_rate=learning_rate, warmup=warmup_ratio, no_duplicates=True, seed=seed,
+        output_dir=str(output_dir) if output_dir else None)
     return model

@@ -512,13 +512,9 @@ def finetune_triplets(
 
     Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
     """
-    import tempfile
-
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
     from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
+
+    from cookbook.finetune import fit
 
     metrics = {"euclidean": TripletDistanceMetric.EUCLIDEAN, "cosine": TripletDistanceMetric.COSINE,
                "manhattan": TripletDistanceMetric.MANHATTAN}
@@ -530,25 +526,9 @@ def finetune_triplets(
         raise MiningError(f"max_steps and batch_size must be positive (got {max_steps}, {batch_size})")
     dataset = triplets.to_dataset(limit=max_steps * batch_size, seed=seed)
     loss = TripletLoss(model, distance_metric=metrics[distance], triplet_margin=margin)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=output_dir or tmp, max_steps=max_steps, per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate, warmup_steps=warmup, seed=seed, data_seed=seed,
-            report_to="none", save_strategy="no", logging_steps=max(1, max_steps // 10),
-            disable_tqdm=not progress, dataloader_drop_last=False, dataloader_pin_memory=False,
-        )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
-        if not progress:  # without tqdm the trainer prints every log dict; keep notebooks quiet
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-        started = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - started
-    return {"steps": int(output.global_step), "seconds": round(seconds, 1),
-            "seconds_per_step": round(seconds / max(output.global_step, 1), 3),
-            "loss": round(float(output.training_loss), 4),
-            "log": [row for row in trainer.state.log_history if "loss" in row]}
+    return fit(model, dataset, loss, max_steps=max_steps, batch_size=batch_size,
+               learning_rate=learning_rate, warmup=warmup, seed=seed, output_dir=output_dir,
+               progress=progress)
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_missing_queries_score_zero_and_bad_measures_fail():
     summary, per_query = evaluate.evaluate({"q2": {"x": 1.0}}, QRELS)
     assert per_query.loc["q1"].eq(0).all() and summary["nDCG@10"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown measure"):
-        evaluate.evaluate({}, QRELS, measures=("P@3",))
+        evaluate.evaluate({}, QRELS, measures=("Precision-ish",))
     with pytest.raises(ValueError, match="qrels are empty"):
         evaluate.evaluate({}, {})
 
@@ -49,3 +49,28 @@ def test_save_results_writes_json(tmp_path):
     assert payload["metrics"]["sys"]["nDCG@10"] == 0.5 and payload["profile"] == "smoke"
     assert "step" in payload["timings"] and payload["note"] == "x"
     assert evaluate.load_results(tmp_path)["99_test"]["notebook"] == "99_test"
+    assert path.parent == tmp_path
+
+
+def test_binary_qrels_perfect_run_scores_one_on_every_measure():
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}, "q3": {"d": 1, "e": 0}}
+    perfect = {"q1": {"a": 2.0, "b": 1.0, "z": 0.5}, "q2": {"c": 1.0}, "q3": {"d": 1.0, "e": 0.9}}
+    summary, table = evaluate.evaluate(perfect, qrels, measures=tuple(evaluate.MEASURES))
+    assert summary.rel == {"max_grade": 1, "recall": 1, "top": 1} == table.attrs["rel"]
+    for name, value in summary.items():
+        assert value == pytest.approx(1.0), name
+
+
+def test_graded_thresholds_explicit_rel_and_ir_measures_strings():
+    assert evaluate.relevance_thresholds(QRELS) == {"max_grade": 3, "recall": 2, "top": 3}
+    run = {"q1": {"c": 1.0, "a": 0.5}, "q2": {"x": 1.0}}
+    summary, _ = evaluate.evaluate(run, QRELS, measures=("R@10", "RR@10", "P(rel=1)@2"))
+    assert summary["R@10"] == pytest.approx((0.5 + 1) / 2)  # q1 finds a (grade 3) but not b (grade 2)
+    assert summary["RR@10"] == pytest.approx((0.5 + 1) / 2)
+    assert summary["P(rel=1)@2"] == pytest.approx((1.0 + 0.5) / 2)
+    loose, _ = evaluate.evaluate(run, QRELS, measures=("R@10",), rel=1)
+    assert loose.rel["recall"] == 1 and loose["R@10"] == pytest.approx((2 / 3 + 1) / 2)
+    with pytest.raises(ValueError, match="positive integer"):
+        evaluate.evaluate(run, QRELS, rel=0)
+    with pytest.raises(ValueError, match="no relevant document"):
+        evaluate.evaluate(run, {"q1": {"a": 0}})

@@ -1,0 +1,62 @@
+"""One fine-tuning helper for bi-encoders: ``SentenceTransformerTrainer`` with quiet defaults.
+
+Every recipe that trains a SentenceTransformer (Promptagator, CustomIR, SciNCL-style
+triplets, graded pairs, BiXSE, Revela's evaluation baselines) calls :func:`fit` with its own
+dataset and loss, so the training arguments, seeding and logging are the same everywhere.
+
+The same call runs unchanged under ``torchrun --nproc_per_node N`` (the trainer sets up
+DistributedDataParallel itself; gloo on CPU): that is how a recipe scales past one process.
+
+Taught in: notebooks/20_generate_queries_promptagator.ipynb
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+from cookbook.config import SEED
+
+
+def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
+        batch_size: int = 16, learning_rate: float = 2e-5, warmup: float = 0.0,
+        no_duplicates: bool = False, seed: int = SEED, output_dir: str | None = None,
+        progress: bool = False, logging_steps: int | None = None) -> dict:
+    """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
+
+    ``max_steps`` > 0 overrides ``epochs``. ``warmup`` below 1 is a share of the steps, from 1
+    up a number of steps (the transformers convention). ``no_duplicates=True`` keeps a text out
+    of a batch twice, which in-batch-negative losses need (MNRL, BiXSE). Returns ``{"steps",
+    "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows).
+
+    Taught in: notebooks/20_generate_queries_promptagator.ipynb
+    """
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from transformers.trainer_callback import PrinterCallback
+
+    if len(train_dataset) < 2:
+        raise ValueError(f"train_dataset has {len(train_dataset)} rows; training needs at least 2")
+    if batch_size < 1 or (max_steps < 1 and epochs <= 0):
+        raise ValueError(f"batch_size must be positive and max_steps or epochs set "
+                         f"(got batch_size={batch_size}, max_steps={max_steps}, epochs={epochs})")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=output_dir or tmp, num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            warmup_steps=warmup, seed=seed, data_seed=seed, report_to="none", save_strategy="no",
+            batch_sampler=BatchSamplers.NO_DUPLICATES if no_duplicates else BatchSamplers.BATCH_SAMPLER,
+            logging_steps=logging_steps or (max(1, max_steps // 10) if max_steps > 0 else 10),
+            disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
+        if not progress:  # without tqdm the trainer prints every log dict; keep notebooks quiet
+            trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+    steps = int(output.global_step)
+    return {"steps": steps, "seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / max(steps, 1), 3),
+            "loss": round(float(output.training_loss), 4),
+            "log": [row for row in trainer.state.log_history if "loss" in row]}
