@@ -15,17 +15,14 @@ millions of impressions per second on a laptop CPU:
 * **click models**: the position-based model with click noise
   (:class:`PositionBasedModel`) and the cascade model (:class:`CascadeModel`);
 * **the log** (:func:`simulate_click_log`): one row per impression (query, doc,
-  position, click, features, estimated logging propensity) as a pandas DataFrame;
-* **identifiability** (:func:`rank_graph`, :func:`identifiability`): positions as
-  nodes of a networkx graph, joined where the same query-document pair (or the
-  same binned feature vector) was shown at both; a connected graph is what makes
-  a two-tower model's position bias recoverable;
-* **inverse-propensity sample weights** (:func:`propensity_weights`).
+  position, click, features, estimated logging propensity) as a pandas DataFrame.
+
+The diagnostics that read such a log before a model is trained on it (the rank graph,
+identifiability, inverse-propensity sample weights) live in :mod:`cookbook.ultr`.
 
 Everything stochastic takes ``seed=``.  The method follows
 Hager, Zoeter and de Rijke, "Unidentified and Confounded? Understanding Two-Tower
-Models for Unbiased Learning to Rank" (ICTIR 2025).  The sample weighting here is
-*our reading* of the paper's proposal, documented in :func:`propensity_weights`.
+Models for Unbiased Learning to Rank" (ICTIR 2025).
 
 Taught in: notebooks/70_simulate_click_logs.ipynb and
 notebooks/71_two_tower_identifiability_and_confounding.ipynb
@@ -62,13 +59,24 @@ __all__ = [
     "simulate_click_log",
     "simulate_reference_loop",
     "estimate_propensities",
-    "propensity_weights",
     "ctr_by_position",
-    "IdentifiabilityReport",
-    "rank_graph",
-    "identifiability",
     "run_bench",
 ]
+
+
+_MOVED_TO_ULTR = ("propensity_weights", "IdentifiabilityReport", "rank_graph", "identifiability")
+
+
+def __getattr__(name: str):
+    """Old names of the ULTR diagnostics, now in :mod:`cookbook.ultr` (kept working, with a warning)."""
+    if name in _MOVED_TO_ULTR:
+        import warnings
+
+        from cookbook import ultr
+
+        warnings.warn(f"cookbook.clicks.{name} moved to cookbook.ultr.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(ultr, name)
+    raise AttributeError(f"module 'cookbook.clicks' has no attribute {name!r}")
 
 
 class ClickParameterError(ValueError):
@@ -228,34 +236,119 @@ def _minmax_rows(x: np.ndarray) -> np.ndarray:
     return (x - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
+def _all_grades_max(data) -> int:
+    grades = [int(g) for split in data.qrels.values() for docs in split.values() for g in docs.values()]
+    return max(grades) if grades else 0
+
+
+def _apidocs_doc_features(data):
+    """The default per-pair features: API-docs signals, only those the data actually carries.
+
+    ``kind_<k>`` one-hot columns for the document kinds present in the corpus (module, class,
+    function, method in the API-docs corpus) and ``same_module`` (the document lives in the
+    module of the page the query came from) when ``data.query_meta`` names dotted sources.
+    A plain BEIR folder has neither, so it gets no such columns (rather than all-zero ones).
+    Returns ``(names, fn(qid, doc_id) -> list[float])``.
+    """
+    kinds = [k for k in ("module", "class", "function", "method")
+             if any(doc.get("kind") == k for doc in data.corpus.values())]
+    meta = getattr(data, "query_meta", None) or {}
+
+    def source_module(qid):
+        src = str((meta.get(qid) or {}).get("source", "") or "")
+        return src.rsplit(".", 1)[0] if "." in src else ""
+
+    has_source = any(source_module(q) for q in meta)
+    names = [f"kind_{k}" for k in kinds] + (["same_module"] if has_source else [])
+
+    def fn(qid, doc_id):
+        doc = data.corpus[doc_id]
+        row = [float(doc.get("kind") == k) for k in kinds]
+        if has_source:
+            mod = source_module(qid)
+            row.append(float(bool(mod) and str(doc_id).startswith(mod + ".")))
+        return row
+
+    return names, fn
+
+
+def _user_doc_features(data, doc_features):
+    """``(names, fn(qid, doc_id))`` for a mapping ``doc_id -> vector`` or a callable ``(doc_id, doc) -> vector``."""
+    if callable(doc_features):
+        def raw(doc_id):
+            return doc_features(doc_id, data.corpus[doc_id])
+    elif isinstance(doc_features, dict):
+        def raw(doc_id):
+            if doc_id not in doc_features:
+                raise ClickParameterError(f"doc_features has no vector for document {doc_id!r}")
+            return doc_features[doc_id]
+    else:
+        raise ClickParameterError("doc_features must be None, a mapping doc_id -> feature vector or a "
+                                  f"callable (doc_id, doc) -> feature vector, got {type(doc_features).__name__}")
+    width = {}
+
+    def fn(qid, doc_id):
+        vec = np.asarray(raw(doc_id), dtype=np.float64).ravel()
+        if not np.isfinite(vec).all():
+            raise ClickParameterError(f"doc_features of document {doc_id!r} is not finite: {vec.tolist()}")
+        if width.setdefault("n", vec.size) != vec.size:
+            raise ClickParameterError(f"doc_features of document {doc_id!r} has {vec.size} values, "
+                                      f"others have {width['n']}")
+        return vec.tolist()
+
+    first = next(iter(data.corpus))
+    names = [f"doc_{i}" for i in range(len(fn(None, first)))]
+    return names, fn
+
+
 def build_env(data, run: dict, split: str = "train", depth: int = 20, extra_runs: dict | None = None,
-              max_queries: int | None = None, inject_min_grade: int = 2, seed: int = 13) -> ClickEnv:
+              max_queries: int | None = None, inject_min_grade: int | None = None, seed: int = 13,
+              doc_features=None, max_grade: int | None = None) -> ClickEnv:
     """Candidate pools from a first-stage run over the corpus's real queries.
 
     For each query of ``split``: its judged documents of grade >= ``inject_min_grade``
-    (at most ``depth // 2``, best grades first) are injected, the run's top documents
-    fill the remaining slots (their grades come from ``data.qrels``, 0 when unjudged).
-    Queries whose pool cannot be filled are skipped.  Features per pair: the run
-    score (per-query min-max), its reciprocal rank, each ``extra_runs`` score the same
-    way (for example ``{"dense": run}``), the document length (log words), its kind
-    (module/class/function/method one-hot) and whether it shares the module with the
-    page the query came from (``same_module``).
+    (default: the relevance threshold of the qrels, 2 for grades 0-3 and 1 for binary labels;
+    at most ``depth // 2``, best grades first) are injected, the run's top documents fill the
+    remaining slots (their grades come from ``data.qrels``, 0 when unjudged). Queries whose
+    pool cannot be filled are skipped.
+
+    Features per pair: the run score (per-query min-max), its reciprocal rank, each
+    ``extra_runs`` score the same way (for example ``{"dense": run}``), the document length
+    (log words), then the document features.  ``doc_features=None`` uses the API-docs
+    signals the data carries (``kind_*`` one-hot, ``same_module``; a plain BEIR folder has
+    none, so no column is made for them); a mapping ``doc_id -> vector`` or a callable
+    ``(doc_id, doc) -> vector`` gives your own (columns ``doc_0``, ``doc_1``, ...).
+
+    ``max_grade`` (the top label of the click model and of ``with_grade_features``) is the
+    largest grade in ``data.qrels`` (every split, so train and test pools agree) when None.
 
     Taught in: notebooks/70_simulate_click_logs.ipynb
     """
+    from cookbook.evaluate import relevance_thresholds
+
     depth = _check_positive_int(depth, "depth")
     if split not in data.qrels:
         raise ClickParameterError(f"split {split!r} not in data.qrels (have {sorted(data.qrels)})")
+    observed_max = _all_grades_max(data)
+    if max_grade is None:
+        max_grade = max(1, observed_max)
+    max_grade = _check_positive_int(max_grade, "max_grade")
+    if observed_max > max_grade:
+        raise ClickParameterError(f"max_grade={max_grade} but the qrels hold grade {observed_max}")
+    if inject_min_grade is None:
+        all_qrels = {f"{s}/{q}": docs for s, split_qrels in data.qrels.items() for q, docs in split_qrels.items()}
+        inject_min_grade = relevance_thresholds(all_qrels)["recall"] if observed_max >= 1 else 1
     qrels = data.qrels[split]
     extra_runs = extra_runs or {}
     rng = np.random.default_rng(seed)
     qids = sorted(q for q in qrels if q in run and len(run[q]) > 0)
     if max_queries is not None and len(qids) > max_queries:
         qids = sorted(rng.choice(qids, size=max_queries, replace=False).tolist())
-    kinds = ["module", "class", "function", "method"]
-    names = ["first_stage", "first_stage_rr"] + [str(k) for k in extra_runs] + ["log_doc_len"] \
-        + [f"kind_{k}" for k in kinds] + ["same_module"]
-    meta = getattr(data, "query_meta", None) or {}
+    if doc_features is None:
+        doc_names, doc_fn = _apidocs_doc_features(data)
+    else:
+        doc_names, doc_fn = _user_doc_features(data, doc_features)
+    names = ["first_stage", "first_stage_rr"] + [str(k) for k in extra_runs] + ["log_doc_len"] + doc_names
     keep_q, rows_d, rows_r, rows_f = [], [], [], []
     for qid in qids:
         ranked = sorted(run[qid].items(), key=lambda kv: -kv[1])
@@ -279,25 +372,19 @@ def build_env(data, run: dict, split: str = "train", depth: int = 20, extra_runs
             er = extra.get(qid, {})
             fill = min(er.values()) if er else 0.0
             cols.append(np.array([er.get(d, fill) for d in chosen], dtype=np.float64))
-        src = str(meta.get(qid, {}).get("source", "") or "")
-        src_mod = src.rsplit(".", 1)[0] if "." in src else src
-        lens, kind_cols, same = [], [], []
-        for d in chosen:
-            doc = data.corpus[d]
-            lens.append(math.log1p(len(str(doc.get("text", "")).split())))
-            kind_cols.append([float(doc.get("kind") == k) for k in kinds])
-            same.append(float(bool(src_mod) and str(d).startswith(src_mod + ".")))
-        feats = np.column_stack(cols + [np.array(lens)] + list(np.array(kind_cols).T) + [np.array(same)])
+        cols.append(np.array([math.log1p(len(str(data.corpus[d].get("text", "")).split())) for d in chosen]))
+        per_doc = np.array([doc_fn(qid, d) for d in chosen], dtype=np.float64).reshape(len(chosen), len(doc_names))
+        feats = np.column_stack(cols + list(per_doc.T))
         keep_q.append(qid)
         rows_d.append(chosen)
-        rows_r.append([int(qrels[qid].get(d, 0)) for d in chosen])
+        rows_r.append([max(0, int(qrels[qid].get(d, 0))) for d in chosen])  # negative labels count as 0
         rows_f.append(feats)
     if not keep_q:
         raise ClickParameterError(f"no {split!r} query has {depth} candidates in the run; lower depth")
     features = np.stack(rows_f).astype(np.float64)
     n_score = 2 + len(extra_runs)
     features[:, :, :n_score] = np.stack([_minmax_rows(features[:, :, j]) for j in range(n_score)], axis=2)
-    return ClickEnv(keep_q, np.array(rows_d, dtype=object), np.array(rows_r), features, names)
+    return ClickEnv(keep_q, np.array(rows_d, dtype=object), np.array(rows_r), features, names, max_grade)
 
 
 def _cached_dense_run(data, model, queries: dict, k: int) -> dict:
@@ -328,13 +415,16 @@ def _cached_dense_run(data, model, queries: dict, k: int) -> dict:
 
 
 def apidocs_envs(data, splits=("train", "test"), depth: int = 20, dense_model=None, k: int = 100,
-                 max_queries: int | None = None, seed: int = 13) -> dict:
+                 max_queries: int | None = None, seed: int = 13, doc_features=None,
+                 max_grade: int | None = None) -> dict:
     """BM25 (and optionally dense) runs over the corpus, then :func:`build_env` per split.
 
     ``dense_model``: a SentenceTransformer (for example ``cookbook.models.load_embedder()``)
     adds a ``dense`` feature; ``None`` keeps BM25 only (fast).  The dense run is cached
     under ``data/cache/clicks`` (keyed by the corpus checksum, model and queries), so only
-    the first call embeds the corpus.  Returns ``{split: ClickEnv}``.
+    the first call embeds the corpus.  ``doc_features`` and ``max_grade`` go to
+    :func:`build_env`, so any :class:`~cookbook.beir.RetrievalData` works (a plain BEIR folder
+    with binary labels included).  Returns ``{split: ClickEnv}``.
 
     Taught in: notebooks/70_simulate_click_logs.ipynb
     """
@@ -347,7 +437,8 @@ def apidocs_envs(data, splits=("train", "test"), depth: int = 20, dense_model=No
     extra = {}
     if dense_model is not None:
         extra["dense"] = _cached_dense_run(data, dense_model, queries, k)
-    return {s: build_env(data, bm25, split=s, depth=depth, extra_runs=extra, max_queries=max_queries, seed=seed)
+    return {s: build_env(data, bm25, split=s, depth=depth, extra_runs=extra, max_queries=max_queries, seed=seed,
+                         doc_features=doc_features, max_grade=max_grade)
             for s in splits}
 
 
@@ -791,154 +882,6 @@ def ctr_by_position(log: pd.DataFrame) -> pd.Series:
     Taught in: notebooks/70_simulate_click_logs.ipynb
     """
     return log.groupby("position", observed=True)["click"].mean()
-
-
-# ---------------------------------------------------------------------------
-# sample weighting
-
-
-def propensity_weights(log: pd.DataFrame, clip: float = 10.0, normalise: bool = True,
-                       propensity_col: str = "propensity") -> np.ndarray:
-    """Inverse-propensity sample weights for a two-tower model's training impressions.
-
-    **Our reading** of the sample weighting in Hager, Zoeter and de Rijke (ICTIR
-    2025): a strong logging policy puts each document at a few positions only, so a
-    relevance tower's errors end up correlated with position and the bias tower
-    absorbs them.  We weight each logged impression by ``1 / p̂(q, d, k)``, the
-    inverse of the estimated probability (from the log itself, see
-    :func:`estimate_propensities`) that the logging policy shows document ``d`` at
-    position ``k`` for query ``q``.  Reweighted, every shown document counts about
-    equally at every position where it was ever shown, as under a randomised
-    policy.  Weights are clipped at ``clip`` (variance control) and, with
-    ``normalise``, rescaled to mean 1.  A deterministic policy gives weight 1
-    everywhere: weighting cannot create swaps that never happened.
-
-    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
-    """
-    if not clip >= 1.0:
-        raise ClickParameterError(f"clip must be >= 1, got {clip!r}")
-    p = np.asarray(log[propensity_col], dtype=np.float64)
-    if p.size == 0:
-        raise ClickParameterError("the click log is empty")
-    if np.any(~np.isfinite(p) | (p <= 0) | (p > 1)):
-        raise ClickParameterError(f"column {propensity_col!r} must hold probabilities in (0, 1]")
-    w = np.minimum(1.0 / p, clip)
-    if normalise:
-        w = w / w.mean()
-    return w
-
-
-# ---------------------------------------------------------------------------
-# identifiability: the rank graph
-
-
-@dataclass
-class IdentifiabilityReport:
-    """Result of :func:`identifiability`: the graph, its components and a verdict.
-
-    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
-    """
-
-    graph: object
-    components: list
-    connected: bool
-    verdict: str
-
-    def __repr__(self) -> str:
-        return f"IdentifiabilityReport(connected={self.connected}, components={self.components!r})"
-
-
-def _feature_keys(log: pd.DataFrame, feature_cols, n_bins: int) -> np.ndarray:
-    codes = []
-    for c in feature_cols:
-        x = np.asarray(log[c], dtype=np.float64)
-        if np.unique(x).size <= n_bins:
-            codes.append(np.unique(x, return_inverse=True)[1])
-        else:
-            edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1]))
-            codes.append(np.searchsorted(edges, x, side="right"))
-    key = np.zeros(len(log), dtype=np.int64)
-    for c in codes:  # re-factorise after each column so the combined code never overflows
-        key = pd.factorize(key * (int(c.max()) + 1) + c)[0].astype(np.int64)
-    return key
-
-
-def rank_graph(log: pd.DataFrame, n_positions: int | None = None, by: str = "pair",
-               feature_cols=None, n_bins: int = 10):
-    """The rank graph of a click log (networkx): nodes are positions 1..K.
-
-    An edge joins positions k and k' when something the relevance tower cannot tell
-    apart was shown at both: the same query-document pair (``by="pair"``), the same
-    binned feature vector (``by="features"``: each of ``feature_cols`` cut into
-    ``n_bins`` quantile bins, so overlapping feature distributions tie positions), or
-    either (``by="both"``).  For each key, its positions are joined as a chain (sorted
-    positions, neighbours linked): the same connected components as joining every pair,
-    with far fewer edges.  Edge attribute ``weight`` counts the linking keys.
-
-    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
-    """
-    import networkx as nx
-
-    if by not in ("pair", "features", "both"):
-        raise ClickParameterError(f"by must be 'pair', 'features' or 'both', got {by!r}")
-    if len(log) == 0:
-        raise ClickParameterError("the click log is empty")
-    for col in ("query", "doc", "position"):
-        if col not in log.columns:
-            raise ClickParameterError(f"the click log has no {col!r} column")
-    pos = np.asarray(log["position"], dtype=np.int64)
-    if n_positions is None:
-        n_positions = int(pos.max())
-    g = nx.Graph()
-    g.add_nodes_from(range(1, n_positions + 1))
-    keysets = []
-    if by in ("pair", "both"):
-        qk = pd.factorize(log["query"])[0].astype(np.int64)
-        dk = pd.factorize(log["doc"])[0].astype(np.int64)
-        keysets.append(qk * (int(dk.max()) + 1) + dk)
-    if by in ("features", "both"):
-        if not feature_cols:
-            feature_cols = [c for c in log.columns if str(c).startswith("feat_")]
-        if not feature_cols:
-            raise ClickParameterError("by='features' needs feature_cols (or feat_* columns in the log)")
-        keysets.append(_feature_keys(log, feature_cols, n_bins))
-    for key in keysets:
-        pairs = pd.DataFrame({"key": key, "pos": pos}).drop_duplicates().sort_values(["key", "pos"])
-        k = pairs["key"].to_numpy()
-        p = pairs["pos"].to_numpy()
-        same = k[1:] == k[:-1]
-        edges = pd.DataFrame({"a": p[:-1][same], "b": p[1:][same]}).value_counts()
-        for (a, b), w in edges.items():
-            if g.has_edge(a, b):
-                g[a][b]["weight"] += int(w)
-            else:
-                g.add_edge(int(a), int(b), weight=int(w))
-    return g
-
-
-def identifiability(log: pd.DataFrame, n_positions: int | None = None, by: str = "pair",
-                    feature_cols=None, n_bins: int = 10) -> IdentifiabilityReport:
-    """Connected components of the rank graph and a verdict.
-
-    Connected: the position bias is identifiable up to one global constant.
-    Disconnected: each component has its own free offset, so the examination curve
-    (and the relevance tower) can be shifted per component without changing any
-    predicted click: the log cannot tell them apart.
-
-    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
-    """
-    import networkx as nx
-
-    g = rank_graph(log, n_positions=n_positions, by=by, feature_cols=feature_cols, n_bins=n_bins)
-    comps = sorted((sorted(c) for c in nx.connected_components(g)), key=lambda c: c[0])
-    connected = len(comps) == 1
-    if connected:
-        verdict = (f"identifiable: all {g.number_of_nodes()} positions are connected, "
-                   "so the examination curve is fixed up to one constant")
-    else:
-        verdict = (f"NOT identifiable: {len(comps)} disconnected groups of positions "
-                   f"{[c if len(c) < 6 else f'{c[0]}..{c[-1]}' for c in comps]}; each can be shifted freely")
-    return IdentifiabilityReport(g, comps, connected, verdict)
 
 
 # ---------------------------------------------------------------------------

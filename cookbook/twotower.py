@@ -14,7 +14,9 @@ soaks up position bias.  Two ways to combine them:
 Both share the parameter shift that makes identifiability a question: adding
 Delta_k to the bias of position k and subtracting it from every document shown
 there leaves all clicks unchanged, unless the log ties positions together (see
-:func:`cookbook.clicks.identifiability`).
+:func:`cookbook.ultr.identifiability`). :func:`fit_two_tower` checks it: when the log leaves
+positions unconnected to position 1 it warns (:class:`UnidentifiedPositionsWarning`) and
+marks them in :attr:`TwoTowerFit.identified`.
 
 Relevance towers: ``"id"`` (one free parameter per query-document pair: no feature
 overlap at all), ``"linear"`` and ``"mlp"`` over any feature columns.  Whether a
@@ -32,12 +34,14 @@ Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "UnidentifiedPositionsWarning",
     "TwoTower",
     "TwoTowerFit",
     "fit_two_tower",
@@ -46,6 +50,16 @@ __all__ = [
     "ndcg_at_10",
     "confounding_sweep",
 ]
+
+
+class UnidentifiedPositionsWarning(UserWarning):
+    """The click log leaves some positions unconnected to position 1 in the rank graph.
+
+    Their examination values are whatever the optimiser's start gives: any other value
+    explains the clicks equally well.
+
+    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
+    """
 
 
 def _torch():
@@ -134,21 +148,28 @@ class TwoTowerFit:
     n_rows: int = 0
     n_impressions: int = 0
     train_seconds: float = 0.0
+    identified: np.ndarray | None = None
+    components: list = field(default_factory=list)
 
-    def examination(self) -> np.ndarray:
+    def examination(self, identified_only: bool = False) -> np.ndarray:
         """The recovered examination curve, relative to position 1.
 
         ``product``: sigmoid(theta_k) / sigmoid(theta_1), comparable to a true
         examination curve divided by its first value.  ``additive``: the odds ratio
-        exp(theta_k - theta_1).
+        exp(theta_k - theta_1).  ``identified_only``: NaN at the positions the log does
+        not identify (see :attr:`identified`, filled when the fit checked the rank graph).
         """
         torch = _torch()
         with torch.no_grad():
             theta = self.model.bias.weight.squeeze(-1).double().cpu().numpy()
         if self.combine == "product":
             e = 1.0 / (1.0 + np.exp(-theta))
-            return e / e[0]
-        return np.exp(theta - theta[0])
+            e = e / e[0]
+        else:
+            e = np.exp(theta - theta[0])
+        if identified_only and self.identified is not None:
+            e = np.where(self.identified, e, np.nan)
+        return e
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Relevance-tower logits for a (..., n_features) array of raw features."""
@@ -189,24 +210,31 @@ def fit_two_tower(log: pd.DataFrame, relevance: str = "mlp", feature_cols=None, 
                   combine: str = "product", sample_weight=None, context_cols=None, steps: int = 400,
                   lr: float = 0.05, hidden: int = 32, weight_decay: float = 0.0, seed: int = 13,
                   init_bias_std: float = 0.0, optimizer: str = "lbfgs", fixed_examination=None,
-                  num_threads: int | None = 1) -> TwoTowerFit:
+                  num_threads: int | None = 1, check_identifiability: bool = True) -> TwoTowerFit:
     """Train a two-tower model on a click log with binary cross-entropy on clicks.
 
     ``relevance``: ``"id"`` (a free parameter per query-document pair), ``"linear"``
     or ``"mlp"`` over ``feature_cols`` (default: every ``feat_*`` column).
     ``sample_weight``: one non-negative weight per impression (for example
-    :func:`cookbook.clicks.propensity_weights`).  Full batch over impressions
+    :func:`cookbook.ultr.propensity_weights`).  Full batch over impressions
     aggregated by (pair, position[, context]), with L-BFGS (``optimizer="lbfgs"``,
     the default: ``steps`` is its iteration budget) or Adam (``"adam"``, ``steps``
     steps at learning rate ``lr``).  ``weight_decay`` adds an L2 penalty.  ``num_threads``
     (default 1; ``None`` keeps torch's setting) is applied during training only:
     these small full-batch steps run fastest single-threaded on a shared CPU.
-    ``init_bias_std`` > 0 starts the position logits at random (seeded) values: on an
-    unidentifiable log, different seeds then end at different examination curves that
-    fit the clicks equally well.  ``fixed_examination`` (product towers only) pins the
+    ``init_bias_std`` > 0 starts the position logits at random (seeded) values.
+    ``fixed_examination`` (product towers only) pins the
     bias tower to a given examination curve and trains the relevance tower alone:
     compare the final loss under different curves to see whether the log can tell
     them apart.
+
+    ``check_identifiability`` (default on, skipped when the curve is pinned) builds the
+    log's rank graph first (:func:`cookbook.ultr.identifiability`: shared pairs for an
+    ``"id"`` tower; shared pairs or binned feature vectors for a feature tower, a
+    conservative test since a smooth tower also ties near-identical features).  Positions
+    outside position 1's component get ``False`` in ``fit.identified`` and an
+    :class:`UnidentifiedPositionsWarning` names them: the values ``fit.examination()``
+    reports there come from the optimiser's start, not from the clicks.
 
     Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
     """
@@ -243,11 +271,39 @@ def fit_two_tower(log: pd.DataFrame, relevance: str = "mlp", feature_cols=None, 
     if num_threads:
         torch.set_num_threads(int(num_threads))
     try:
-        return _fit(log, relevance, feature_cols, n_positions, combine, sample_weight, context_cols,
-                    steps, lr, hidden, weight_decay, seed, pair_cols, init_bias_std, optimizer,
-                    fixed_examination)
+        fit = _fit(log, relevance, feature_cols, n_positions, combine, sample_weight, context_cols,
+                   steps, lr, hidden, weight_decay, seed, pair_cols, init_bias_std, optimizer,
+                   fixed_examination)
     finally:
         torch.set_num_threads(prev_threads)
+    if check_identifiability and fixed_examination is None:
+        _mark_identified(fit, log, n_positions, relevance, feature_cols)
+    return fit
+
+
+def _mark_identified(fit: TwoTowerFit, log: pd.DataFrame, n_positions: int, relevance: str, feature_cols) -> None:
+    """Fill ``fit.identified`` / ``fit.components`` from the log's rank graph; warn when positions are free."""
+    from cookbook import ultr
+
+    if not {"query", "doc"} <= set(log.columns):
+        return  # no pair identity to build the rank graph from
+    report = ultr.identifiability(log, n_positions=n_positions, by="pair")
+    by = "pair"
+    if not report.connected and relevance != "id":  # features add edges; only needed when pairs do not connect
+        by = "both"
+        report = ultr.identifiability(log, n_positions=n_positions, by=by, feature_cols=feature_cols or None)
+    fit.components = report.components
+    fit.identified = ultr.identified_positions(report)
+    free = [int(k) + 1 for k in np.flatnonzero(~fit.identified)]
+    if free:
+        shown = free if len(free) <= 8 else free[:8] + ["..."]
+        warnings.warn(
+            f"the click log does not identify the examination of position(s) {shown}: the rank graph "
+            f"({'shared pairs' if by == 'pair' else 'shared pairs or binned features'}) has "
+            f"{len(report.components)} components and these are not connected to position 1, so any "
+            "examination value there explains the clicks equally well; fit.identified marks them "
+            "(fit.examination(identified_only=True) gives NaN there)",
+            UnidentifiedPositionsWarning, stacklevel=3)
 
 
 def _fit(log, relevance, feature_cols, n_positions, combine, sample_weight, context_cols, steps, lr,
@@ -393,13 +449,13 @@ def confounding_sweep(train_env, test_env, strengths, seeds, n_sessions: int, we
     (0 = uniform random), clicks from the position-based model; then fit three linear
     two-tower models (product form): ``well-specified`` over ``well_cols``,
     ``misspecified`` over ``mis_cols`` and ``misspecified + weights`` with
-    :func:`cookbook.clicks.propensity_weights`.  Returns one row per (strength, seed,
-    tower) with the relevance tower's nDCG@10 on ``test_env`` and the examination-curve
-    error.
+    :func:`cookbook.ultr.propensity_weights`.  Returns one row per (strength, seed,
+    tower) with the relevance tower's nDCG@10 on ``test_env``, the examination-curve
+    error and whether shared pairs connect every position in that log's rank graph.
 
     Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
     """
-    from cookbook import clicks
+    from cookbook import clicks, ultr
 
     exam = clicks.examination_curve(n_shown) if examination is None else np.asarray(examination)
     cp = clicks.graded_click_probs(train_env.max_grade) if click_prob is None else np.asarray(click_prob)
@@ -413,15 +469,17 @@ def confounding_sweep(train_env, test_env, strengths, seeds, n_sessions: int, we
         policy = clicks.PlackettLuce(grades, temperature=temperature)
         for seed in seeds:
             log = clicks.simulate_click_log(train_env, policy, user, n_sessions, n_shown=n_shown, seed=seed)
-            weights = clicks.propensity_weights(log, clip=clip)
+            weights = ultr.propensity_weights(log, clip=clip)
+            connected = ultr.identifiability(log, n_positions=n_shown, by="pair").connected
             towers = {
                 "well-specified": dict(feature_cols=well_cols),
                 "misspecified": dict(feature_cols=mis_cols),
                 "misspecified + weights": dict(feature_cols=mis_cols, sample_weight=weights),
             }
             for name, kwargs in towers.items():
-                fit = fit_two_tower(log, relevance="linear", n_positions=n_shown, steps=steps, seed=seed, **kwargs)
-                rows.append({"strength": strength, "seed": seed, "tower": name,
+                fit = fit_two_tower(log, relevance="linear", n_positions=n_shown, steps=steps, seed=seed,
+                                    check_identifiability=False, **kwargs)  # checked once per log above
+                rows.append({"strength": strength, "seed": seed, "tower": name, "pairs connect positions": connected,
                              "nDCG@10": ndcg_at_10(test_env, relevance_scores(fit, test_env)),
                              "examination error": examination_error(fit.examination(), exam),
                              "train seconds": fit.train_seconds})

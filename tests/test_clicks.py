@@ -1,4 +1,4 @@
-"""Click simulators, logging policies, identifiability and weights (cookbook.clicks)."""
+"""Click simulators, logging policies and candidate pools (cookbook.clicks)."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cookbook import clicks
+from cookbook import beir, clicks
+from cookbook.config import ROOT
 
 
 def one_query_env(grades):
@@ -103,43 +104,6 @@ def test_cascade_has_at_most_one_click():
     assert abs(arr.clicks[:, 1].mean() - 0.2 * 0.8) < 0.02
 
 
-def hand_log(rows):
-    return pd.DataFrame(rows, columns=["query", "doc", "position", "click", "feat_x"])
-
-
-def test_rank_graph_connects_positions_sharing_a_pair():
-    log = hand_log([("q", "a", 1, 1, 0.1), ("q", "a", 2, 0, 0.1), ("q", "b", 2, 0, 0.5),
-                    ("q", "b", 3, 1, 0.5), ("r", "c", 4, 0, 0.9)])
-    rep = clicks.identifiability(log, n_positions=4, by="pair")
-    assert rep.components == [[1, 2, 3], [4]] and not rep.connected
-    assert "NOT identifiable" in rep.verdict
-    log.loc[len(log)] = ("r", "c", 3, 0, 0.9)
-    rep = clicks.identifiability(log, n_positions=4, by="pair")
-    assert rep.connected and rep.verdict.startswith("identifiable")
-
-
-def test_rank_graph_feature_overlap_is_a_second_route():
-    # different pairs, same feature value at positions 1 and 3: no pair edge, one feature edge
-    log = hand_log([("q", "a", 1, 1, 0.5), ("r", "b", 3, 0, 0.5), ("s", "c", 2, 0, 0.7), ("t", "d", 1, 0, 0.7)])
-    assert len(clicks.identifiability(log, 3, by="pair").components) == 3
-    feat = clicks.identifiability(log, 3, by="features", feature_cols=["feat_x"])
-    assert feat.connected
-    assert clicks.rank_graph(log, 3, by="both").number_of_edges() == 2
-
-
-def test_unseen_positions_are_isolated_nodes():
-    log = hand_log([("q", "a", 1, 1, 0.1), ("q", "a", 2, 0, 0.1)])
-    rep = clicks.identifiability(log, n_positions=5)
-    assert rep.components == [[1, 2], [3], [4], [5]]
-
-
-def test_propensity_weights_clip_and_normalise():
-    log = pd.DataFrame({"propensity": [1.0, 0.5, 0.01, 0.25]})
-    w = clicks.propensity_weights(log, clip=10, normalise=False)
-    assert np.allclose(w, [1, 2, 10, 4])
-    assert np.isclose(clicks.propensity_weights(log, clip=10).mean(), 1.0)
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: clicks.PositionBasedModel([0.5, -0.1], [0.1, 0.9]), r"examination\[1\] = -0.1"),
     (lambda: clicks.PositionBasedModel([0.5, 0.2], [0.1, 1.5]), r"click_prob\[1\] = 1.5"),
@@ -153,10 +117,6 @@ def test_propensity_weights_clip_and_normalise():
     (lambda: clicks.noisy_oracle_scores(one_query_env([0, 1]), -1), "quality"),
     (lambda: clicks.RandPair(None, prob=1.5), "prob"),
     (lambda: clicks.simulate_reference_loop(one_query_env([0, 1]), [[]], [1.0], [0.1, 0.5, 0.7, 1.0], 5), "empty ranking"),
-    (lambda: clicks.propensity_weights(pd.DataFrame({"propensity": [0.0]})), "probabilities"),
-    (lambda: clicks.propensity_weights(pd.DataFrame({"propensity": [0.5]}), clip=0.5), "clip"),
-    (lambda: clicks.identifiability(hand_log([])), "empty"),
-    (lambda: clicks.rank_graph(hand_log([("q", "a", 1, 0, 0.0)]), by="docs"), "by must be"),
 ])
 def test_bad_parameters_raise_clear_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -183,3 +143,67 @@ def test_bench_rows_have_the_contract_keys():
         assert set(r) == {"name", "value", "unit", "note"}
     with pytest.raises(ValueError, match="unknown profile"):
         clicks.run_bench("huge")
+
+
+def binary_beir(tmp_path):
+    """The tiny BEIR fixture with its grades cut to binary labels (grade >= 1 -> 1)."""
+    import shutil
+
+    folder = tmp_path / "binary_beir"
+    shutil.copytree(ROOT / "data" / "fixtures" / "tiny_beir", folder)
+    for tsv in (folder / "qrels").glob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        rows = [lines[0]] + ["\t".join(parts[:2] + [str(int(int(parts[2]) > 0))])
+                             for parts in (line.split("\t") for line in lines[1:])]
+        tsv.write_text("\n".join(rows) + "\n")
+    return beir.load_beir(folder)
+
+
+def test_build_env_on_a_plain_beir_folder_with_binary_labels(tmp_path):
+    data = binary_beir(tmp_path)
+    assert {g for split in data.qrels.values() for docs in split.values() for g in docs.values()} == {1}
+    envs = clicks.apidocs_envs(data, splits=("train", "test"), depth=2)
+    env = envs["test"]
+    assert env.max_grade == 1  # inferred from the qrels
+    assert env.feature_names == ["first_stage", "first_stage_rr", "log_doc_len"]  # no all-zero API-docs columns
+    assert env.relevance.max() == 1 and env.relevance[:, 0].min() == 1  # a relevant document is injected first
+    assert np.all(env.features.std(axis=(0, 1)) > 0)
+    well = clicks.with_grade_features(env)
+    assert well.feature_names[-2:] == ["grade_0", "grade_1"]
+
+
+def test_build_env_takes_document_features_as_a_mapping_or_a_callable(tmp_path):
+    data = binary_beir(tmp_path)
+    table = {d: [len(doc.get("title", "")), i % 2] for i, (d, doc) in enumerate(sorted(data.corpus.items()))}
+    by_map = clicks.apidocs_envs(data, splits=("test",), depth=2, doc_features=table)["test"]
+    by_fn = clicks.apidocs_envs(data, splits=("test",), depth=2,
+                                doc_features=lambda doc_id, doc: table[doc_id])["test"]
+    assert by_map.feature_names[-2:] == ["doc_0", "doc_1"]
+    assert np.array_equal(by_map.features, by_fn.features)
+    first = by_map.doc_ids[0, 0]
+    assert by_map.features[0, 0, -2:].tolist() == table[first]
+    with pytest.raises(clicks.ClickParameterError, match="no vector for document"):
+        clicks.apidocs_envs(data, splits=("test",), depth=2, doc_features={"d1": [1.0]})
+    with pytest.raises(clicks.ClickParameterError, match="max_grade=1 but the qrels hold grade 3"):
+        graded = beir.load_beir(ROOT / "data" / "fixtures" / "tiny_beir")
+        clicks.build_env(graded, {"q1": {"d1": 1.0, "d2": 0.5}}, split="test", depth=2, max_grade=1)
+
+
+def test_build_env_keeps_the_api_docs_features_where_the_data_has_them():
+    from cookbook.corpus import load_apidocs
+
+    data = load_apidocs("smoke")
+    env = clicks.apidocs_envs(data, splits=("train",), depth=10, max_queries=20)["train"]
+    assert env.max_grade == 3
+    assert "same_module" in env.feature_names and any(n.startswith("kind_") for n in env.feature_names)
+    kind = env.feature_index([n for n in env.feature_names if n.startswith("kind_")])
+    assert np.allclose(env.features[:, :, kind].sum(axis=2), 1.0)  # one kind per document
+
+
+def test_moved_diagnostics_still_answer_under_their_old_names():
+    from cookbook import ultr
+
+    with pytest.warns(DeprecationWarning, match="moved to cookbook.ultr.identifiability"):
+        assert clicks.identifiability is ultr.identifiability
+    with pytest.raises(AttributeError):
+        clicks.no_such_name  # noqa: B018

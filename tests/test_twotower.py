@@ -1,5 +1,7 @@
 """Two-tower click models (cookbook.twotower)."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,7 +37,9 @@ def test_deterministic_log_cannot_tell_curves_apart(world):
     _, exam, det, swap = world
     gaps = {}
     for name, log in {"det": det, "swap": swap}.items():
-        free = twotower.fit_two_tower(log, relevance="id", n_positions=N_SHOWN, steps=150)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", twotower.UnidentifiedPositionsWarning)  # the point of the det log
+            free = twotower.fit_two_tower(log, relevance="id", n_positions=N_SHOWN, steps=150)
         flat = twotower.fit_two_tower(log, relevance="id", n_positions=N_SHOWN, steps=150,
                                       fixed_examination=np.ones(N_SHOWN))
         gaps[name] = flat.losses[-1] - free.losses[-1]
@@ -56,7 +60,9 @@ def test_sample_weights_change_the_fit_and_are_validated(world):
 def test_scores_have_the_pool_shape(world):
     env, _, det, _ = world
     for relevance, cols in (("id", None), ("linear", ["feat_f0"]), ("mlp", ["feat_f0", "feat_f1"])):
-        fit = twotower.fit_two_tower(det, relevance=relevance, feature_cols=cols, steps=5, optimizer="adam")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", twotower.UnidentifiedPositionsWarning)
+            fit = twotower.fit_two_tower(det, relevance=relevance, feature_cols=cols, steps=5, optimizer="adam")
         assert twotower.relevance_scores(fit, env).shape == env.doc_ids.shape
 
 
@@ -88,3 +94,19 @@ def test_bad_arguments(world, kwargs, message):
 def test_empty_log_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         twotower.fit_two_tower(pd.DataFrame({"position": [], "click": []}))
+
+
+def test_fit_warns_and_marks_positions_the_log_cannot_identify(world):
+    _, exam, det, swap = world
+    with pytest.warns(twotower.UnidentifiedPositionsWarning, match=r"position\(s\) \[2, 3, 4, 5\]"):
+        fit = twotower.fit_two_tower(det, relevance="id", n_positions=N_SHOWN, steps=20)
+    assert fit.identified.tolist() == [True, False, False, False, False]
+    assert np.isnan(fit.examination(identified_only=True)[1:]).all()
+    assert fit.examination(identified_only=True)[0] == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", twotower.UnidentifiedPositionsWarning)
+        ok = twotower.fit_two_tower(swap, relevance="id", n_positions=N_SHOWN, steps=20)  # swaps connect them
+        # overlapping features connect a deterministic log too (the grade one-hot repeats across positions)
+        feat = twotower.fit_two_tower(det, relevance="linear", feature_cols=GRADE, n_positions=N_SHOWN, steps=20)
+        pinned = twotower.fit_two_tower(det, relevance="id", n_positions=N_SHOWN, steps=5, fixed_examination=exam)
+    assert ok.identified.all() and feat.identified.all() and pinned.identified is None
