@@ -1,0 +1,582 @@
+"""Cross-encoder rerankers trained on synthetic queries and LLM labels with exact LCE.
+
+The recipe follows Peshevski, Blazhevski, Popovski, Madjarov, "Enhancing Transformer-Based
+Rerankers with Synthetic Data and LLM-Based Supervision" (arXiv 2510.01229): an LLM writes
+queries for the corpus's own documents, an LLM labels candidate documents as positives or
+hard negatives, and a compact transformer is fine-tuned as a cross-encoder with Localized
+Contrastive Estimation.
+
+LCE (Gao, Dai, Callan, "Rethink Training of BERT Rerankers in Multi-Stage Retrieval
+Pipeline", ECIR 2021): for every query a *group* of one positive and ``G - 1`` negatives
+sampled from the first-stage retriever's top ranks; the loss is the cross-entropy of the
+softmax over the group's scores with the positive as the target::
+
+    loss = -log( exp(s_pos / t) / sum_j exp(s_j / t) )      (t = temperature, 1 in the paper)
+
+sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss`` is *not* this loss: it
+passes the logits through a sigmoid, multiplies them by a scale and adds random in-batch
+negatives. :class:`LCELoss` computes exactly the formula above.
+
+1. :func:`first_stage_candidates`: the retriever's top ``depth`` for every (query, positive);
+2. :func:`label_candidates`: the LLM labels each candidate (query likelihood relative to the
+   positive, :func:`cookbook.negatives.verify`; plus the chat judge on an HTTP endpoint);
+3. :func:`localized_groups` / :func:`random_groups`: 1 positive + ``G - 1`` negatives;
+4. :func:`group_dataset`, :func:`pointwise_dataset`, :func:`train`: LCE, BCE or MNRL training;
+5. :func:`rerank`: batched reranking of any first-stage run, with pairs per second.
+
+Taught in: notebooks/40_train_reranker_lce.ipynb
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cookbook.config import SEED
+
+try:  # torch is a dependency; the import stays inside the loss class for a fast `import cookbook`
+    from torch import nn as _nn
+
+    _Module = _nn.Module
+except ImportError:  # pragma: no cover
+    _Module = object
+
+
+class GroupSizeError(ValueError):
+    """A training group does not have 1 positive + at least one negative (or the expected size)."""
+
+
+class UnknownDocumentError(ValueError):
+    """A run or a pair names a document (or query) that the dataset does not hold."""
+
+
+# --------------------------------------------------------------------------------------- loss
+
+
+def lce(scores, temperature: float = 1.0):
+    """Localized Contrastive Estimation on a ``(queries, G)`` score matrix, column 0 the positive.
+
+    The mean over queries of ``-log softmax(scores / temperature)[:, 0]``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise GroupSizeError(f"LCE needs a (queries, group) score matrix with group >= 2, "
+                             f"got shape {tuple(scores.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be positive")
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return F.cross_entropy(scores / temperature, target)
+
+
+class LCELoss(_Module):
+    """Exact LCE for sentence-transformers' ``CrossEncoderTrainer``.
+
+    Dataset columns: ``query, positive, negative_1, ..., negative_{G-1}`` (no label column).
+    For a batch of ``B`` groups the cross-encoder scores all ``B * G`` (query, document) pairs
+    in one forward pass; the raw logits (no sigmoid, no scale, no in-batch extras) go to
+    :func:`lce`. ``group_size`` (optional) makes a batch of another size a clear error.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+
+    def __init__(self, model, group_size: int | None = None, temperature: float = 1.0):
+        super().__init__()
+        if getattr(model, "num_labels", 1) != 1:
+            raise ValueError(f"LCELoss needs a cross-encoder with one output label, "
+                             f"got num_labels={model.num_labels}")
+        if group_size is not None and group_size < 2:
+            raise GroupSizeError(f"group_size={group_size}: a group is 1 positive + >= 1 negative")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be positive")
+        self.model, self.group_size, self.temperature = model, group_size, temperature
+
+    def scores(self, inputs, prompt: str | None = None, task: str | None = None):
+        """The ``(B, G)`` logits of a batch: ``inputs[0]`` queries, ``inputs[1:]`` the group."""
+        from sentence_transformers.util import batch_to_device
+
+        queries, columns = inputs[0], inputs[1:]
+        group = len(columns)
+        if group < 2:
+            raise GroupSizeError(f"LCELoss got {group} document column(s): a group needs a "
+                                 f"positive and at least one negative column")
+        if self.group_size is not None and group != self.group_size:
+            raise GroupSizeError(f"LCELoss expects groups of {self.group_size}, got {group}")
+        pairs = [(q, d) for column in columns for q, d in zip(queries, column)]
+        features = batch_to_device(self.model.preprocess(pairs, prompt=prompt, task=task),
+                                   self.model.device)
+        logits = self.model(features)["scores"].view(group, len(queries))
+        return logits.T
+
+    def forward(self, inputs, labels=None, prompt: str | None = None, task: str | None = None):
+        return lce(self.scores(inputs, prompt=prompt, task=task), self.temperature)
+
+    def get_config_dict(self) -> dict:
+        return {"group_size": self.group_size, "temperature": self.temperature}
+
+
+# --------------------------------------------------------------------------------- training data
+
+
+def _check_pairs(pairs: pd.DataFrame, data) -> None:
+    if not {"query", "doc_id"} <= set(pairs.columns):
+        raise ValueError(f"pairs need columns 'query' and 'doc_id', got {list(pairs.columns)}")
+    missing = sorted(set(pairs["doc_id"]) - set(data.corpus))
+    if missing:
+        raise UnknownDocumentError(f"{len(missing)} positive(s) not in the corpus, e.g. {missing[:3]}")
+
+
+def first_stage_candidates(retriever, pairs: pd.DataFrame, data, *, depth: int = 20) -> pd.DataFrame:
+    """The retriever's top ``depth`` documents for each (query, positive) pair, positive removed.
+
+    ``retriever`` is anything with ``search(queries, k)`` (``retrieval.DenseIndex``,
+    ``retrieval.BM25Index``). One row per candidate: pair, query, doc_id (the positive),
+    neg_id, neg_rank (1 = the retriever's top document), first_score.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    _check_pairs(pairs, data)
+    if depth < 1:
+        raise ValueError(f"depth={depth} must be >= 1")
+    pairs = pairs.reset_index(drop=True)
+    run = retriever.search({f"p{i}": q for i, q in enumerate(pairs["query"])}, k=depth + 1)
+    rows = []
+    for i, (query, pos) in enumerate(zip(pairs["query"], pairs["doc_id"])):
+        ranked = sorted(run.get(f"p{i}", {}).items(), key=lambda kv: -kv[1])
+        kept = [(d, s) for d, s in ranked if d != pos][:depth]
+        rows += [{"pair": i, "query": query, "doc_id": pos, "neg_id": d, "neg_rank": r,
+                  "first_score": float(s)} for r, (d, s) in enumerate(kept, start=1)]
+    return pd.DataFrame(rows, columns=["pair", "query", "doc_id", "neg_id", "neg_rank", "first_score"])
+
+
+def label_candidates(candidates: pd.DataFrame, llm, data, *, margin: float = 0.0,
+                     judge: bool | None = None, max_doc_words: int = 48) -> pd.DataFrame:
+    """LLM labels for the candidates: adds ``ql_pos``, ``ql_neg``, ``verified`` and ``negative``.
+
+    A candidate is an LLM-confirmed negative (``negative=True``) when the LLM finds the query
+    clearly less likely given it than given the positive (:func:`cookbook.negatives.verify`,
+    ``ql_neg < ql_pos - margin``) and, when the chat judge runs, the judge does not call it
+    relevant. ``judge=None`` runs the judge only on an OpenAI-compatible endpoint
+    (``llm.backend == "http"``): a 135M local model answers yes/no close to random.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from cookbook import negatives
+
+    out = negatives.verify(candidates, llm, data, margin=margin, max_doc_words=max_doc_words)
+    out["negative"] = out["verified"].astype(bool)
+    if judge is None:
+        judge = getattr(llm, "backend", "") == "http"
+    if judge and len(out):
+        out = negatives.judge(out, llm, data)
+        out["negative"] = out["negative"] & ~out["judge_yes"]
+    return out
+
+
+def _group_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["pair", "query", "doc_id", "negatives", "n_from_ranking",
+                                       "n_filled"])
+
+
+def _check_group_size(group_size: int) -> None:
+    if not isinstance(group_size, (int, np.integer)) or group_size < 2:
+        raise GroupSizeError(f"group_size={group_size!r}: a group is 1 positive + G-1 negatives, G >= 2")
+
+
+def localized_groups(labelled: pd.DataFrame, pairs: pd.DataFrame, data, *, group_size: int = 8,
+                     seed: int = SEED, exclude: Mapping[int, set] | None = None) -> pd.DataFrame:
+    """LCE groups: each pair's positive plus ``group_size - 1`` negatives *sampled* from its
+    LLM-confirmed top-ranked candidates (``labelled["negative"]``), as Gao et al. sample from
+    the top of the first-stage ranking. A pair with too few confirmed negatives is filled with
+    random documents (counted in ``n_filled``), so every pair keeps a group of the same size.
+    ``exclude[pair]`` names more documents never to use (for example other relevant ones).
+
+    Columns: pair, query, doc_id, negatives (list of doc ids), n_from_ranking, n_filled.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    _check_group_size(group_size)
+    _check_pairs(pairs, data)
+    pairs = pairs.reset_index(drop=True)
+    if len(data.corpus) < group_size:
+        raise GroupSizeError(f"group_size={group_size} is larger than the corpus ({len(data.corpus)} docs)")
+    pool: dict[int, list[str]] = {}
+    if len(labelled):
+        if "negative" not in labelled:
+            raise ValueError("labelled candidates need a 'negative' column (see label_candidates)")
+        for p, d in zip(labelled.loc[labelled["negative"], "pair"], labelled.loc[labelled["negative"], "neg_id"]):
+            pool.setdefault(int(p), []).append(d)
+    rng = random.Random(seed)
+    ids = sorted(data.corpus)
+    rows = []
+    for i, (query, pos) in enumerate(zip(pairs["query"], pairs["doc_id"])):
+        banned = {pos} | set((exclude or {}).get(i, ()))
+        cands = [d for d in dict.fromkeys(pool.get(i, [])) if d not in banned]
+        chosen = rng.sample(cands, min(len(cands), group_size - 1))
+        n_rank = len(chosen)
+        while len(chosen) < group_size - 1:
+            d = rng.choice(ids)
+            if d not in banned and d not in chosen:
+                chosen.append(d)
+        rows.append({"pair": i, "query": query, "doc_id": pos, "negatives": chosen,
+                     "n_from_ranking": n_rank, "n_filled": group_size - 1 - n_rank})
+    return _group_frame(rows)
+
+
+def random_groups(pairs: pd.DataFrame, data, *, group_size: int = 8, seed: int = SEED,
+                  exclude: Mapping[int, set] | None = None) -> pd.DataFrame:
+    """The baseline of the localized-vs-random comparison: each positive with ``group_size - 1``
+    documents drawn uniformly from the corpus (never the positive). Same columns as
+    :func:`localized_groups`.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    _check_group_size(group_size)
+    _check_pairs(pairs, data)
+    out = localized_groups(pd.DataFrame(), pairs, data, group_size=group_size, seed=seed, exclude=exclude)
+    return out.assign(n_filled=0)
+
+
+def group_dataset(groups: pd.DataFrame, data, *, seed: int = SEED):
+    """A ``datasets.Dataset`` for :class:`LCELoss` (and the cross-encoder MNRL):
+    ``query, positive, negative_1 .. negative_{G-1}``, shuffled with ``seed``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from datasets import Dataset
+
+    if groups.empty:
+        raise GroupSizeError("no groups: nothing to train on")
+    sizes = {len(n) for n in groups["negatives"]}
+    if len(sizes) != 1 or min(sizes) < 1:
+        raise GroupSizeError(f"every group needs the same number (>= 1) of negatives, got {sorted(sizes)}")
+    columns = {"query": list(groups["query"]),
+               "positive": [data.doc_text(d) for d in groups["doc_id"]]}
+    for j in range(sizes.pop()):
+        columns[f"negative_{j + 1}"] = [data.doc_text(n[j]) for n in groups["negatives"]]
+    return Dataset.from_dict(columns).shuffle(seed=seed)
+
+
+def pointwise_dataset(groups: pd.DataFrame, data, *, seed: int = SEED):
+    """The same labelled pairs, one row each, for pointwise BCE: ``query, document, label``
+    (1 for the positive, 0 for each negative of its group), shuffled with ``seed``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from datasets import Dataset
+
+    rows = []
+    for query, pos, negs in zip(groups["query"], groups["doc_id"], groups["negatives"]):
+        rows.append((query, data.doc_text(pos), 1.0))
+        rows += [(query, data.doc_text(n), 0.0) for n in negs]
+    if not rows:
+        raise GroupSizeError("no groups: nothing to train on")
+    q, d, y = zip(*rows)
+    return Dataset.from_dict({"query": list(q), "document": list(d), "label": list(y)}).shuffle(seed=seed)
+
+
+def split_pairs_by_group(pairs: pd.DataFrame, data, train_groups, *,
+                         group_of: Callable[[str], str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(in_groups, others)``: pairs whose positive belongs to one of ``train_groups`` and the rest.
+
+    ``group_of(doc_id)`` names a document's group; the default is the API-docs ``package``
+    field (numpy, scipy, pandas, ...). On another corpus pass any function (a source, a topic).
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    group_of = group_of or (lambda d: data.corpus[d].get("package", ""))
+    inside = pairs["doc_id"].map(lambda d: group_of(d) in set(train_groups))
+    return pairs[inside].reset_index(drop=True), pairs[~inside].reset_index(drop=True)
+
+
+def queries_by_group(data, split: str, groups, *, group_of: Callable[[str], str] | None = None,
+                     ) -> list[str]:
+    """Query ids of ``split`` whose best-graded document belongs to one of ``groups``."""
+    group_of = group_of or (lambda d: data.corpus[d].get("package", ""))
+    out = []
+    for qid, docs in data.qrels[split].items():
+        best = max(docs, key=lambda d: (docs[d], d))
+        if group_of(best) in set(groups):
+            out.append(qid)
+    return sorted(out)
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
+    """A cross-encoder (fresh one-logit head) on the backbone of a SentenceTransformer.
+
+    ``embedder=None`` gives :func:`cookbook.models.load_cross_encoder` (MiniLM); otherwise the
+    embedder is saved to a temporary folder and loaded as a CrossEncoder (sentence-transformers
+    converts it), which is how tests get a tiny random reranker.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    import tempfile
+
+    import torch
+
+    torch.manual_seed(seed)  # the fresh head is random: seed it
+    if embedder is None:
+        from cookbook.models import load_cross_encoder
+
+        return load_cross_encoder(num_labels=1, max_length=max_length)
+    from sentence_transformers import CrossEncoder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        embedder.save(tmp)
+        return CrossEncoder(tmp, num_labels=1, max_length=max_length, device="cpu")
+
+
+def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rate: float = 2e-5,
+          warmup: float = 0.1, seed: int = SEED, output_dir: str | None = None) -> dict:
+    """Train a cross-encoder in place with ``CrossEncoderTrainer``; return a small report.
+
+    ``loss`` is a loss object (:class:`LCELoss`, ``losses.BinaryCrossEntropyLoss``,
+    ``losses.MultipleNegativesRankingLoss``). ``batch_size`` counts dataset rows (groups for
+    LCE, pairs for BCE). Returns ``{"steps", "seconds", "seconds_per_step", "loss", "log"}``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    import tempfile
+
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    if len(dataset) < 1 or max_steps < 1 or batch_size < 1:
+        raise ValueError(f"need rows, max_steps >= 1 and batch_size >= 1 (got {len(dataset)} rows, "
+                         f"max_steps={max_steps}, batch_size={batch_size})")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(output_dir or tmp), max_steps=max_steps, per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate, warmup_steps=warmup, seed=seed, data_seed=seed,
+            report_to="none", save_strategy="no", logging_steps=max(1, max_steps // 10),
+            disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+        )
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+    steps = int(output.global_step)
+    return {"steps": steps, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 3),
+            "loss": round(float(output.training_loss), 4),
+            "log": [row for row in trainer.state.log_history if "loss" in row]}
+
+
+# ------------------------------------------------------------------------------------ reranking
+
+
+class RerankedRun(dict):
+    """A run (``{qid: {doc_id: score}}``) plus what reranking it cost.
+
+    ``scores``: the cross-encoder's score of every reranked pair; ``pairs``, ``seconds``,
+    ``pairs_per_second``, ``depth``.
+    """
+
+    scores: dict
+    pairs: int
+    seconds: float
+    depth: int
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _ranked(docs: Mapping[str, float]) -> list[str]:
+    return [d for d, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def at_depth(first_stage: Mapping[str, Mapping[str, float]], scores: Mapping[str, Mapping[str, float]],
+             depth: int) -> dict:
+    """Compose a reranked run from stored cross-encoder ``scores``: the first stage's top
+    ``depth`` documents ordered by their score, then the rest in first-stage order below them.
+
+    Scoring once at the largest depth gives the run at every smaller depth for free, because a
+    cross-encoder scores each pair on its own.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    if depth < 1:
+        raise ValueError(f"depth={depth} must be >= 1")
+    out = {}
+    for qid, docs in first_stage.items():
+        ranked = _ranked(docs)
+        head, tail = ranked[:depth], ranked[depth:]
+        missing = [d for d in head if d not in scores.get(qid, {})]
+        if missing:
+            raise ValueError(f"query {qid!r}: no cross-encoder score for {missing[:3]} "
+                             f"(scored at a smaller depth than {depth}?)")
+        s = {d: float(scores[qid][d]) for d in head}
+        floor = min(s.values()) if s else 0.0
+        for i, d in enumerate(tail, start=1):
+            s[d] = floor - i  # below every reranked document, in first-stage order
+        out[qid] = s
+    return out
+
+
+def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 20,
+           queries: Mapping[str, str] | None = None, batch_size: int = 64) -> RerankedRun:
+    """Rerank the top ``depth`` documents of every query of ``run`` with a cross-encoder.
+
+    All pairs of all queries go through ``model.predict`` in batches of ``batch_size``; the
+    result is a run that :func:`cookbook.evaluate.evaluate` reads (documents below ``depth``
+    keep their first-stage order underneath), with ``.scores`` (raw logits), ``.pairs``,
+    ``.seconds`` and ``.pairs_per_second``. ``queries`` defaults to ``data.queries``.
+    A run naming a document or query that ``data`` does not hold is an
+    :class:`UnknownDocumentError`.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    if depth < 1:
+        raise ValueError(f"depth={depth} must be >= 1")
+    queries = data.queries if queries is None else queries
+    unknown_q = [q for q in run if q not in queries]
+    if unknown_q:
+        raise UnknownDocumentError(f"run names {len(unknown_q)} unknown query id(s), e.g. {unknown_q[:3]}")
+    unknown = sorted({d for docs in run.values() for d in docs if d not in data.corpus})
+    if unknown:
+        raise UnknownDocumentError(f"run names {len(unknown)} document(s) not in the corpus, "
+                                   f"e.g. {unknown[:3]}")
+    keys = [(qid, d) for qid, docs in run.items() for d in _ranked(docs)[:depth]]
+    started = time.perf_counter()
+    logits = []
+    if keys:
+        logits = model.predict([(queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
+                               activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
+    seconds = time.perf_counter() - started
+    scores: dict[str, dict[str, float]] = {q: {} for q in run}
+    for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(-1)):
+        scores[q][d] = float(s)
+    out = RerankedRun(at_depth(run, scores, depth))
+    out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
+    return out
+
+
+def _identity():
+    from torch import nn
+
+    return nn.Identity()
+
+
+def depth_curve(first_stage, scores, qrels, depths, *, pairs_per_second: float,
+                metric: str = "nDCG@10") -> pd.DataFrame:
+    """Quality and cost against rerank depth, from scores computed once at the largest depth:
+    one row per depth with ``metric`` and the cross-encoder seconds per query
+    (``depth / pairs_per_second``).
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from cookbook.evaluate import evaluate
+
+    rows = []
+    for k in depths:
+        m = evaluate(at_depth(first_stage, scores, k), qrels, (metric,))[0][metric]
+        rows.append({"depth": k, metric: m, "seconds per query": k / pairs_per_second})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------- recipe
+
+
+def synthetic_pairs(data, llm, retriever, doc_ids, *, n_samples: int = 2, n_examples: int = 8,
+                    consistency_k: int = 10, seed: int = SEED) -> pd.DataFrame:
+    """(query, doc_id) pairs written by the LLM for ``doc_ids``: Promptagator few-shot prompts
+    from the train split when there is one, else zero-shot prompts; cleaning and the round-trip
+    consistency filter of :mod:`cookbook.querygen`.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from cookbook import querygen
+
+    examples = []
+    if data.qrels.get("train"):
+        try:
+            examples = querygen.few_shot_examples(data, min(max(n_examples, 1), 8), seed=seed)
+        except ValueError:
+            examples = []
+    prompts = querygen.promptagator_prompts(data, doc_ids, examples)
+    raw = querygen.generate_queries(llm, prompts, n=n_samples, seed=seed)
+    kept = querygen.clean(raw, data, examples)
+    kept = kept[kept["reason"] == ""]
+    ranked = querygen.consistency_ranks(kept, retriever, depth=max(consistency_k, 10))
+    final = ranked[ranked["rank"] <= consistency_k]
+    return final[["query", "doc_id"]].reset_index(drop=True)
+
+
+def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, seed: int = SEED,
+           **sizes) -> dict:
+    """The whole technique on any ``RetrievalData``; saves the reranker to ``out_dir/"model"``.
+
+    LLM queries for sampled documents -> dense first-stage top ``label_depth`` -> LLM labels ->
+    localized LCE groups -> cross-encoder trained with :class:`LCELoss` -> the dense top
+    ``rerank_depth`` of the test queries reranked. ``sizes``: ``n_docs`` (60), ``n_samples``
+    (2), ``group_size`` (8), ``label_depth`` (15), ``batch_size`` (4 groups), ``rerank_depth``
+    (20), ``max_length`` (128), ``margin`` (0.0). ``embedder=None`` loads MiniLM (first stage and
+    reranker backbone), ``llm=None`` the default LLM. Returns a JSON-able report; ``before``
+    (dense) and ``after`` (reranked) only when ``data`` has a test split.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    from sentence_transformers import CrossEncoder  # noqa: F401  (fail early when missing)
+
+    from cookbook import evaluate, models, retrieval
+    from cookbook.config import seed_everything
+
+    known = {"n_docs", "n_samples", "group_size", "label_depth", "batch_size", "rerank_depth",
+             "max_length", "margin", "learning_rate"}
+    if set(sizes) - known:
+        raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
+    n_docs = sizes.get("n_docs", 60)
+    group_size = min(sizes.get("group_size", 8), len(data.corpus))
+    batch_size = sizes.get("batch_size", 4)
+    started = time.perf_counter()
+    seed_everything(seed)
+    if llm is None:
+        from cookbook.llm import get_llm
+
+        llm = get_llm()
+    first = embedder if embedder is not None else models.load_embedder()
+    index = retrieval.DenseIndex(first, data)
+    order = sorted(data.corpus)
+    random.Random(seed).shuffle(order)
+    with llm.track() as usage:
+        pairs = synthetic_pairs(data, llm, index, order[:n_docs], n_samples=sizes.get("n_samples", 2),
+                                seed=seed)
+        if pairs.empty:
+            raise ValueError("no generated query survived the filters: raise n_docs or n_samples")
+        cands = first_stage_candidates(index, pairs, data, depth=sizes.get("label_depth", 15))
+        labelled = label_candidates(cands, llm, data, margin=sizes.get("margin", 0.0))
+    groups = localized_groups(labelled, pairs, data, group_size=group_size, seed=seed)
+    steps = steps or max(1, -(-len(groups) // batch_size))  # default: one epoch
+    model = cross_encoder_from(embedder, max_length=sizes.get("max_length", 128), seed=seed)
+    report = train(model, group_dataset(groups, data, seed=seed), LCELoss(model, group_size=group_size),
+                   max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 2e-5),
+                   seed=seed)
+    path = Path(out_dir) / "model"
+    model.save(str(path))
+    out = {"recipe": "reranker", "train_pairs": int(len(pairs)), "groups": int(len(groups)),
+           "group_size": int(group_size), "filled_negatives": int(groups["n_filled"].sum()),
+           "steps": report["steps"], "train_loss": report["loss"], "model": str(path)}
+    if data.qrels.get("test"):
+        queries, qrels = data.split_queries("test"), data.qrels["test"]
+        dense = index.search(queries, k=max(sizes.get("rerank_depth", 20), 10))
+        reranked = rerank(model, dense, data, depth=sizes.get("rerank_depth", 20), queries=queries)
+        measures = ("nDCG@10", "MRR@10", "MAP@10")
+        out["before"] = dict(evaluate.evaluate(dense, qrels, measures)[0])
+        out["after"] = dict(evaluate.evaluate(reranked, qrels, measures)[0])
+        out["comparison"] = evaluate.compare(dense, reranked, qrels, "nDCG@10")
+        out["pairs_per_second"] = reranked.pairs_per_second
+    out["llm_usage"] = usage.as_dict()
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out

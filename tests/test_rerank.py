@@ -1,0 +1,173 @@
+"""cookbook.rerank: exact LCE, training groups, reranking, errors, and the recipe."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cookbook import llm as L
+from cookbook import rerank as R
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tiny_model):
+    return R.cross_encoder_from(tiny_model, max_length=64, seed=0)
+
+
+class QLStub(L.BaseLLM):
+    """log p(q | d) = 0 when the document's title is in the query, else -5; queries end in '?'."""
+
+    backend = "stub"
+
+    def __init__(self):
+        super().__init__("stub", cache=False, progress=False)
+
+    def _score_batch(self, contexts, continuations):
+        out = []
+        for ctx, cont in zip(contexts, continuations):
+            title = ctx.split("Passage: ", 1)[1].split(":", 1)[0]
+            out.append((0.0 if title.lower() in cont.lower() else -5.0, 1))
+        return out
+
+    def _generate_batch(self, prompts, params, chat):  # a query made of the document's words
+        out = []
+        for p in prompts:
+            doc = p.rsplit("Document: ", 1)[1].rsplit("\nQuery:", 1)[0]
+            words = doc.replace(":", " ").split()
+            out.append(([" ".join(words[j:j + 4]) for j in range(params.n)], 10, 4))
+        return out
+
+
+def test_lce_equals_the_formula_on_fixed_scores():
+    scores = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, 0.1, 0.2]])
+    for t in (1.0, 0.5):
+        expected = sum(-math.log(math.exp(r[0] / t) / sum(math.exp(x / t) for x in r))
+                       for r in scores.tolist()) / 2
+        assert R.lce(scores, t).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(R.GroupSizeError):
+        R.lce(torch.zeros(3, 1))
+
+
+def test_lce_loss_scores_the_whole_group_with_the_cross_encoder(tiny_ce):
+    queries = ["boil an egg", "bake bread"]
+    cols = [["Boil eggs for seven minutes.", "Knead the dough."],
+            ["Poach an egg in water.", "Bread needs yeast."],
+            ["Salt the pasta water.", "Rice cooks in twenty minutes."]]
+    loss_fn = R.LCELoss(tiny_ce, group_size=3)
+    tiny_ce.model.eval()
+    with torch.no_grad():
+        got = loss_fn([queries] + cols, None)
+        logits = torch.tensor([[float(tiny_ce.predict([(q, c[i])], activation_fn=torch.nn.Identity())[0])
+                                for c in cols] for i, q in enumerate(queries)])
+    assert got.item() == pytest.approx(R.lce(logits).item(), rel=1e-4, abs=1e-5)
+    with pytest.raises(R.GroupSizeError, match="groups of 3"):
+        loss_fn([queries] + cols[:2], None)
+    with pytest.raises(R.GroupSizeError, match="at least one negative"):
+        R.LCELoss(tiny_ce)([queries, cols[0]], None)
+    with pytest.raises(R.GroupSizeError):
+        R.LCELoss(tiny_ce, group_size=1)
+
+
+@pytest.fixture(scope="module")
+def labelled(smoke_data):
+    docs = sorted(smoke_data.corpus)[:4]
+    pairs = pd.DataFrame({"query": [f"{docs[0]} and {docs[1]}", f"about {docs[2]}"],
+                          "doc_id": [docs[0], docs[2]]})
+
+    class Ranked:  # ranks the first twelve documents, the positive among them
+        def search(self, queries, k):
+            ids = sorted(smoke_data.corpus)[:12]
+            return {q: {d: 1.0 - j / 100 for j, d in enumerate(ids[:k])} for q in queries}
+
+    cands = R.first_stage_candidates(Ranked(), pairs, smoke_data, depth=7)
+    return pairs, R.label_candidates(cands, QLStub(), smoke_data)
+
+
+def test_candidates_and_labels(smoke_data, labelled):
+    pairs, lab = labelled
+    assert lab.groupby("pair").size().tolist() == [7, 7]
+    assert not (lab["neg_id"] == lab["doc_id"]).any()  # the positive is never its own candidate
+    docs = sorted(smoke_data.corpus)
+    # docs[1] explains query 0 as well as its positive: the LLM does not confirm it as a negative
+    assert not lab[(lab["pair"] == 0) & (lab["neg_id"] == docs[1])]["negative"].any()
+    assert lab[(lab["pair"] == 1)]["negative"].all()
+
+
+def test_groups_have_the_right_size_and_never_hold_the_positive(smoke_data, labelled):
+    pairs, lab = labelled
+    for g in (2, 4, 8):
+        for groups in (R.localized_groups(lab, pairs, smoke_data, group_size=g, seed=1),
+                       R.random_groups(pairs, smoke_data, group_size=g, seed=1)):
+            assert len(groups) == len(pairs)
+            for pos, negs in zip(groups["doc_id"], groups["negatives"]):
+                assert len(negs) == g - 1 and len(set(negs)) == g - 1 and pos not in negs
+    local = R.localized_groups(lab, pairs, smoke_data, group_size=8, seed=1)
+    confirmed = set(zip(lab[lab["negative"]]["pair"], lab[lab["negative"]]["neg_id"]))
+    for p, negs, n_rank, n_fill in zip(local["pair"], local["negatives"], local["n_from_ranking"],
+                                       local["n_filled"]):
+        assert all((p, n) in confirmed for n in negs[:n_rank]) and n_rank + n_fill == 7
+    assert local["n_filled"].tolist() == [1, 0]  # pair 0 lost one candidate to the LLM check
+    ds = R.group_dataset(local, smoke_data)
+    assert ds.column_names == ["query", "positive"] + [f"negative_{j}" for j in range(1, 8)]
+    pw = R.pointwise_dataset(local, smoke_data)
+    assert len(pw) == 16 and sum(pw["label"]) == 2
+    with pytest.raises(R.GroupSizeError):
+        R.localized_groups(lab, pairs, smoke_data, group_size=1)
+    with pytest.raises(R.GroupSizeError):
+        R.random_groups(pairs, smoke_data, group_size=0)
+    with pytest.raises(R.UnknownDocumentError):
+        R.random_groups(pd.DataFrame({"query": ["q"], "doc_id": ["no.such.doc"]}), smoke_data)
+
+
+def test_rerank_orders_by_cross_encoder_score_and_keeps_the_tail(smoke_data):
+    docs = sorted(smoke_data.corpus)[:5]
+
+    class Fake:  # scores a pair by how many characters the document has
+        def predict(self, pairs, **kwargs):
+            return [float(len(d)) for _, d in pairs]
+
+    qid = next(iter(smoke_data.qrels["test"]))
+    run = {qid: {d: 1.0 - j / 10 for j, d in enumerate(docs)}}
+    out = R.rerank(Fake(), run, smoke_data, depth=3)
+    head = sorted(docs[:3], key=lambda d: -len(smoke_data.doc_text(d)))
+    ranked = sorted(out[qid], key=lambda d: -out[qid][d])
+    assert ranked == head + docs[3:] and out.pairs == 3 and out.pairs_per_second > 0
+    assert R.at_depth(run, out.scores, 2)[qid].keys() == run[qid].keys()
+    with pytest.raises(R.UnknownDocumentError, match="not in the corpus"):
+        R.rerank(Fake(), {qid: {"no.such.doc": 1.0}}, smoke_data)
+    with pytest.raises(R.UnknownDocumentError, match="query"):
+        R.rerank(Fake(), {"no-such-query": {docs[0]: 1.0}}, smoke_data)
+    with pytest.raises(ValueError, match="smaller depth"):
+        R.at_depth(run, out.scores, 5)
+
+
+def test_split_by_group_defaults_to_the_package(smoke_data):
+    docs = sorted(smoke_data.corpus)
+    pairs = pd.DataFrame({"query": ["a", "b"], "doc_id": docs[:2]})
+    pkg = smoke_data.corpus[docs[0]]["package"]
+    inside, other = R.split_pairs_by_group(pairs, smoke_data, {pkg})
+    assert docs[0] in set(inside["doc_id"]) and len(inside) + len(other) == 2
+    inside, other = R.split_pairs_by_group(pairs, smoke_data, {"x"}, group_of=lambda d: "x")
+    assert len(inside) == 2 and other.empty
+
+
+@pytest.mark.parametrize("with_train", [True, False])
+def test_recipe_on_tiny_beir_saves_a_loadable_reranker(tmp_path, tiny_model, with_train):
+    from sentence_transformers import CrossEncoder
+
+    from cookbook.beir import load_beir
+
+    data = load_beir("data/fixtures/tiny_beir")
+    if not with_train:
+        data.qrels.pop("train")
+    report = R.recipe(data, tmp_path, embedder=tiny_model, llm=QLStub(), steps=2, n_docs=8,
+                      group_size=3, label_depth=4, batch_size=2, max_length=48)
+    assert report["recipe"] == "reranker" and report["steps"] == 2 and report["train_pairs"] > 0
+    assert set(report["before"]) == set(report["after"]) == {"nDCG@10", "MRR@10", "MAP@10"}
+    assert report["comparison"]["queries"] == len(data.qrels["test"])
+    loaded = CrossEncoder(str(tmp_path / "model"))
+    pairs = [("boil an egg", data.doc_text("d1"))]
+    assert loaded.predict(pairs).shape == (1,)
