@@ -3,11 +3,23 @@ import json
 from cookbook import bench, cli
 
 
-def test_results_table_reads_results_files():
-    table = cli.results_table({"10_x": {"profile": "laptop", "metrics": {
-        "BM25": {"nDCG@10": 0.5, "R@10": 0.6, "R@100": 0.9, "RR@10": 0.4}, "cmp": {"diff": 0.1}}}})
-    assert "| 10_x | laptop | BM25 | 0.500 | 0.600 | 0.900 | 0.400 |" in table
-    assert "cmp" not in table
+def test_results_command_prints_the_laptop_headline_and_keeps_smoke_apart(tmp_path, monkeypatch, capsys):
+    from cookbook import evaluate, results
+
+    res = tmp_path / "results"
+    (res / "smoke").mkdir(parents=True)
+    cmp = {"metric": "nDCG@10", "mean_a": 0.5, "mean_b": 0.55, "diff": 0.05, "t_p": 0.01, "ci_low": 0.01,
+           "ci_high": 0.09, "queries": 40}
+    (res / "smoke" / "10_x.json").write_text(json.dumps({"notebook": "10_x", "metrics": {"b vs a": cmp}}))
+    monkeypatch.setattr(evaluate, "RESULTS_DIR", res)
+    assert cli.main(["results"]) == 0
+    assert "no laptop results yet (have: smoke)" in capsys.readouterr().err
+    assert cli.main(["results", "--profile", "smoke"]) == 0
+    assert "| [10](notebooks/10_x.ipynb) | b vs a | nDCG@10 | 0.500 | 0.550 | +0.050 (+0.010 to +0.090) | 0.01 | 40 |" \
+        in capsys.readouterr().out
+    monkeypatch.setattr(evaluate, "RESULTS_DIR", tmp_path / "none")
+    assert cli.main(["results"]) == 1
+    assert results.load_all(tmp_path / "none") == {}
 
 
 def test_bench_table_format():
@@ -19,32 +31,3 @@ def test_build_command_prints_manifest(capsys):
     assert cli.main(["build", "--profile", "smoke"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["counts"]["documents"] == 400 and len(out["checksum"]) == 64
-
-
-def test_times_table_reads_run_timings(tmp_path):
-    for profile, secs in (("laptop", 300.0), ("smoke", 60.0)):
-        (tmp_path / profile).mkdir()
-        (tmp_path / profile / "timings.json").write_text(json.dumps(
-            {"profile": profile, "notebooks": [{"notebook": "10_x.ipynb", "seconds": secs, "ok": True}]}))
-    table = cli.times_table(tmp_path)
-    assert "| notebook | laptop | smoke |" in table and "| 10_x.ipynb | 5.0 min | 1.0 min |" in table
-
-
-def test_other_numbers_table_compacts_comparisons():
-    table = cli.other_numbers_table({"71_x": {"profile": "smoke", "metrics": {
-        "exam_error": 0.0413, "cmp": {"metric": "nDCG@10", "diff": 0.05, "t_p": 0.01, "ci_low": 0.01,
-                                      "ci_high": 0.09, "queries": 40}}}})
-    assert "| 71_x | smoke | exam_error | 0.0413 |" in table
-    assert "+0.0500 (95% CI +0.0100 to +0.0900; paired t p=0.01; 40 queries)" in table
-
-
-def test_tables_read_systems_and_comparisons_grouped_one_level_down():
-    summary = {"nDCG@10": 0.61, "R@10": 0.59, "R@100": 0.88, "RR@10": 0.63}
-    cmp = {"metric": "R@10", "diff": 0.02, "t_p": 0.03, "ci_low": 0.001, "ci_high": 0.04, "queries": 444}
-    results = {"21_x": {"profile": "laptop", "metrics": {"test": {"base": summary, "tuned": summary},
-                                                        "vs base": {"tuned": cmp}}}}
-    table = cli.results_table(results)
-    assert "| 21_x | laptop | base | 0.610 |" in table and "| 21_x | laptop | tuned | 0.610 |" in table
-    other = cli.other_numbers_table(results)
-    assert "| 21_x | laptop | vs base / tuned: R@10 difference | +0.0200 (95% CI +0.0010 to +0.0400" in other
-    assert "base" not in other.replace("vs base", "")

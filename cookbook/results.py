@@ -1,0 +1,355 @@
+"""Results tables for people: the README's headline block, ``RESULTS.md`` and one figure.
+
+Every notebook writes ``data/results/<profile>/<notebook>.json`` with
+:func:`cookbook.evaluate.save_results`. This module turns those files into
+
+* :func:`headline_table`: at most five rows per notebook (the technique against its
+  baseline, the paired difference with its 95% confidence interval and p-value), for the
+  README; one profile only (``laptop`` by default), so a smoke run never shows up there;
+* :func:`full_report`: every saved number of every profile, grouped per notebook, for
+  ``RESULTS.md``;
+* :func:`headline_figure`: the headline differences with their intervals as one PNG;
+* :func:`times_table`: notebook wall times per profile from ``runs/<profile>/timings.json``.
+
+Numbers are formatted for reading: no exponent notation (``12,345``, ``0.00021``), p-values
+below one in a million as ``< 1e-6``.
+
+A notebook chooses its headline rows by passing ``headline=[...]`` to ``save_results``
+(build them with :func:`comparison_row` and :func:`value_row`); without one, the rows are
+taken from the comparisons it saved (``evaluate.compare`` dictionaries), else from its
+system summaries, else from its first plain numbers.
+
+Taught in: notebooks/10_explore_query_document_pairs.ipynb
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+PROFILES = ("smoke", "laptop", "full")
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+TIMES_START, TIMES_END = "<!-- times:start -->", "<!-- times:end -->"
+SYSTEM_METRICS = ("nDCG@10", "R@10", "R@100", "RR@10")
+
+
+class ResultsError(ValueError):
+    """A results file or a headline row is malformed (names the file or the field)."""
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def fmt_number(value) -> str:
+    """A number as a person writes it: ``12,345``, ``123``, ``0.545``, ``0.0021``, ``0.00012``; never ``e+04``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float)):
+        return str(value)
+    x = float(value)
+    if math.isnan(x):
+        return ""
+    if isinstance(value, int) or (x.is_integer() and abs(x) >= 100):
+        return f"{int(round(x)):,}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 1:
+        return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
+    if x == 0 or abs(x) >= 0.01:
+        return f"{x:.3f}"
+    import numpy as np
+
+    return np.format_float_positional(x, precision=2, unique=True, fractional=False, trim="-")
+
+
+def fmt_signed(value) -> str:
+    text = fmt_number(value)
+    return text if not text or text.startswith("-") else "+" + text
+
+
+def fmt_p(p) -> str:
+    """A p-value: ``< 1e-6`` below one in a million, else two significant digits without exponent."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    p = float(p)
+    if p < 1e-6:
+        return "< 1e-6"
+    if p >= 0.01:
+        return f"{p:.2f}"
+    import numpy as np
+
+    return np.format_float_positional(p, precision=2, unique=True, fractional=False, trim="-")
+
+
+def readable(key: str) -> str:
+    """A saved key as a label: ``ndcg10_misspecified`` -> ``ndcg10 misspecified``."""
+    return str(key).replace("_", " ").strip()
+
+
+# ---------------------------------------------------------------------------
+# headline rows
+
+
+def is_comparison(value) -> bool:
+    return isinstance(value, dict) and {"diff", "ci_low", "ci_high"} <= set(value)
+
+
+def is_summary(value) -> bool:
+    return isinstance(value, dict) and "nDCG@10" in value and not is_comparison(value)
+
+
+def comparison_row(label: str, cmp: dict, baseline: str = "", technique: str = "") -> dict:
+    """A headline row from an :func:`cookbook.evaluate.compare` result (technique B minus baseline A).
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    if not is_comparison(cmp):
+        raise ResultsError(f"headline row {label!r}: a comparison needs diff, ci_low and ci_high, got {sorted(cmp)}")
+    return {"label": str(label), "metric": cmp.get("metric", ""), "baseline": baseline, "technique": technique,
+            "baseline_value": cmp.get("mean_a"), "value": cmp.get("mean_b"), "diff": cmp["diff"],
+            "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"], "p": cmp.get("t_p"),
+            "queries": cmp.get("queries")}
+
+
+def value_row(label: str, value, metric: str = "", note: str = "") -> dict:
+    """A headline row that is one measured number (no baseline), e.g. a throughput or an error.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ResultsError(f"headline row {label!r}: value must be a number, got {value!r}")
+    return {"label": str(label), "metric": metric, "value": value, "note": note}
+
+
+def _walk(metrics: dict, prefix: str = ""):
+    """(label, value) for every leaf and every comparison/summary dict, nested keys joined by ' / '."""
+    for key, value in metrics.items():
+        label = f"{prefix} / {key}" if prefix else str(key)
+        if is_comparison(value) or is_summary(value):
+            yield label, value
+        elif isinstance(value, dict):
+            yield from _walk(value, label)
+        else:
+            yield label, value
+
+
+def headline_rows(payload: dict, limit: int = 5) -> list[dict]:
+    """At most ``limit`` headline rows of one notebook's results (see the module docstring)."""
+    rows = payload.get("headline")
+    if rows:
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "label" in r for r in rows):
+            raise ResultsError(f"{payload.get('notebook', '?')}: 'headline' must be a list of rows with a 'label'")
+        return rows[:limit]
+    leaves = list(_walk(payload.get("metrics", {})))
+    cmps = [comparison_row(label, v) for label, v in leaves if is_comparison(v)]
+    if cmps:
+        return cmps[:limit]
+    systems = [(label, v) for label, v in leaves if is_summary(v)]
+    if systems:
+        return [value_row(label, v["nDCG@10"], "nDCG@10") for label, v in systems[:limit]]
+    numbers = [(label, v) for label, v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [value_row(readable(label), v) for label, v in numbers[:limit]]
+
+
+def _link(notebook: str, link_prefix: str) -> str:
+    part = notebook.split("_", 1)[0]
+    return f"[{part}]({link_prefix}{notebook}.ipynb)" if link_prefix is not None else part
+
+
+def headline_table(results: dict[str, dict], limit: int = 5, max_rows: int = 39,
+                   link_prefix: str | None = "notebooks/") -> str:
+    """Markdown table of every notebook's headline rows (at most ``limit`` each, ``max_rows`` in all).
+
+    When the notebooks together have more rows than ``max_rows``, each keeps fewer (its first
+    ones) until the table fits.
+    """
+    per = {name: headline_rows(res, limit) for name, res in results.items()}
+    while limit > 1 and sum(len(r[:limit]) for r in per.values()) > max_rows:
+        limit -= 1
+    lines = ["| notebook | result | metric | baseline | technique | difference (95% CI) | paired p | queries |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for name, rows in per.items():
+        for row in rows[:limit]:
+            label = row["label"]
+            if row.get("baseline") or row.get("technique"):
+                label = f"{label}: {row.get('technique', '')} vs {row.get('baseline', '')}"
+            if "diff" in row:
+                diff = f"{fmt_signed(row['diff'])} ({fmt_signed(row['ci_low'])} to {fmt_signed(row['ci_high'])})"
+                cells = [fmt_number(row.get("baseline_value")), fmt_number(row.get("value")), diff,
+                         fmt_p(row.get("p")), fmt_number(row.get("queries"))]
+            else:
+                cells = ["", fmt_number(row.get("value")), row.get("note", ""), "", ""]
+            lines.append(f"| {_link(name, link_prefix)} | {label} | {row.get('metric', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# RESULTS.md
+
+
+def notebook_section(name: str, payload: dict) -> str:
+    """Every number one notebook saved: systems, comparisons, then the other numbers."""
+    leaves = list(_walk(payload.get("metrics", {})))
+    out = [f"### {name} ({payload.get('profile', '?')}, written {payload.get('written', '?')})", ""]
+    if payload.get("notes"):
+        out += [str(payload["notes"]), ""]
+    systems = [(label, v) for label, v in leaves if is_summary(v)]
+    if systems:
+        out += ["| system | " + " | ".join(SYSTEM_METRICS) + " |", "|---|" + "---:|" * len(SYSTEM_METRICS)]
+        out += [f"| {label} | " + " | ".join(fmt_number(v.get(m)) for m in SYSTEM_METRICS) + " |"
+                for label, v in systems]
+        out.append("")
+    cmps = [(label, v) for label, v in leaves if is_comparison(v)]
+    if cmps:
+        out += ["| comparison (B minus A) | metric | A | B | difference (95% CI) | paired t p | Wilcoxon p | queries |",
+                "|---|---|---:|---:|---|---:|---:|---:|"]
+        for label, v in cmps:
+            out.append(f"| {label} | {v.get('metric', '')} | {fmt_number(v.get('mean_a'))} | "
+                       f"{fmt_number(v.get('mean_b'))} | {fmt_signed(v['diff'])} ({fmt_signed(v['ci_low'])} to "
+                       f"{fmt_signed(v['ci_high'])}) | {fmt_p(v.get('t_p'))} | {fmt_p(v.get('wilcoxon_p'))} | "
+                       f"{fmt_number(v.get('queries'))} |")
+        out.append("")
+    others = [(label, v) for label, v in leaves if not (is_summary(v) or is_comparison(v))
+              and isinstance(v, (int, float, str, bool)) and v is not None]
+    if others:
+        out += ["| measurement | value |", "|---|---:|"]
+        out += [f"| {readable(label)} | {fmt_number(v)} |" for label, v in others]
+        out.append("")
+    timings = payload.get("timings") or {}
+    if timings:
+        out += ["Timings (s): " + ", ".join(f"{k} {fmt_number(v)}" for k, v in timings.items()), ""]
+    return "\n".join(out)
+
+
+def full_report(by_profile: dict[str, dict[str, dict]]) -> str:
+    """The text of ``RESULTS.md``: headline rows, then every saved number, per profile."""
+    out = ["# Results", "",
+           "Generated by `python -m cookbook results --update-readme` from `data/results/<profile>/*.json`;",
+           "every number was computed by a notebook run. Do not edit by hand.", ""]
+    if not by_profile:
+        out.append("No results yet: run `make run` (laptop) or `make run PROFILE=smoke`.")
+    for prof, results in by_profile.items():
+        out += [f"## Profile `{prof}`", "", "Headline rows:", "", headline_table(results, max_rows=10**6,
+                                                                                 link_prefix="notebooks/"), ""]
+        for name, payload in results.items():
+            out.append(notebook_section(name, payload))
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------
+# figure, times, files
+
+
+def headline_figure(results: dict[str, dict], path: Path, limit: int = 5) -> Path | None:
+    """One PNG: every headline paired difference with its 95% interval (None if there is none)."""
+    rows = [(name.split("_", 1)[0], r) for name, res in results.items() for r in headline_rows(res, limit)
+            if "diff" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cookbook import plotting
+
+    plotting.set_style()
+    labels = [f"{part} {r.get('technique') or r['label']} ({r.get('metric', '')})" for part, r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    for i, (_, r) in enumerate(rows):
+        ax.errorbar(r["diff"], i, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
+                    color="#3182bd", capsize=3)
+    ax.axvline(0, color="grey", ls=":")
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set(xlabel="paired difference, technique minus baseline (95% CI)", title="Headline results")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def times_table(runs_dir: Path) -> str:
+    """Markdown table of notebook wall times per profile, from ``runs/<profile>/timings.json``."""
+    seen: dict[str, dict[str, str]] = {}
+    profiles = []
+    for path in sorted(Path(runs_dir).glob("*/timings.json")):
+        report = json.loads(path.read_text())
+        profiles.append(report["profile"])
+        for row in report["notebooks"]:
+            cell = f"{row['seconds'] / 60:.1f} min" + ("" if row["ok"] else " (failed)")
+            seen.setdefault(row["notebook"], {})[report["profile"]] = cell
+    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---|" + "---:|" * len(profiles)]
+    for name in sorted(seen):
+        lines.append(f"| {name} | " + " | ".join(seen[name].get(p, "") for p in profiles) + " |")
+    return "\n".join(lines)
+
+
+def load_all(results_dir: Path | None = None) -> dict[str, dict[str, dict]]:
+    """``{profile: {notebook: payload}}`` for every profile folder under ``data/results``."""
+    from cookbook.evaluate import RESULTS_DIR
+
+    root = Path(results_dir) if results_dir else RESULTS_DIR
+    out = {}
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        results = {}
+        for path in sorted(folder.glob("*.json")):
+            try:
+                results[path.stem] = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ResultsError(f"{path}: not valid JSON ({err})") from None
+        if results:
+            out[folder.name] = results
+    order = {p: i for i, p in enumerate(("laptop", "full", "smoke"))}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], 9)))
+
+
+def replace_block(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise ResultsError(f"README.md has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + body + "\n" + end + tail
+
+
+def readme_block(results: dict[str, dict], profile: str, figure: str | None) -> str:
+    """The README's results block: the headline table of one profile and the figure link."""
+    body = [f"Profile `{profile}`; the full tables of every profile are in [RESULTS.md](RESULTS.md).", "",
+            headline_table(results)]
+    if figure:
+        body += ["", f"![Headline paired differences with 95% confidence intervals]({figure})"]
+    return "\n".join(body)
+
+
+def update_files(root: Path, profile: str = "laptop", results_dir: Path | None = None,
+                 runs_dir: Path | None = None) -> dict:
+    """Write ``RESULTS.md`` (every profile), the README results block (``profile`` only) and times.
+
+    The README block and the figure change only when ``profile`` has results: a smoke run
+    never replaces the laptop numbers. Returns what was written.
+    """
+    root = Path(root)
+    by_profile = load_all(results_dir)
+    written = {"profiles": list(by_profile)}
+    (root / "RESULTS.md").write_text(full_report(by_profile))
+    written["RESULTS.md"] = True
+    readme = root / "README.md"
+    text = readme.read_text()
+    if profile in by_profile:
+        fig = headline_figure(by_profile[profile], root / "docs" / "img" / "results.png")
+        rel = str(fig.relative_to(root)) if fig else None
+        text = replace_block(text, README_START, README_END, readme_block(by_profile[profile], profile, rel))
+        written["readme_results"] = profile
+        written["figure"] = rel
+    runs = Path(runs_dir) if runs_dir else root / "runs"
+    if TIMES_START in text and any(runs.glob("*/timings.json")):
+        text = replace_block(text, TIMES_START, TIMES_END, times_table(runs))
+        written["times"] = True
+    readme.write_text(text)
+    return written

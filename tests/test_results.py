@@ -1,0 +1,98 @@
+"""Results tables for people (cookbook.results): headline rows, formatting, RESULTS.md, the README block."""
+
+import json
+
+import pytest
+
+from cookbook import results
+
+SUMMARY = {"nDCG@10": 0.61, "R@10": 0.59, "R@100": 0.88, "RR@10": 0.63}
+
+
+def cmp(diff, p=0.003, metric="R@10"):
+    return {"metric": metric, "mean_a": 0.5, "mean_b": 0.5 + diff, "diff": diff, "t_p": p, "wilcoxon_p": p,
+            "ci_low": diff - 0.01, "ci_high": diff + 0.01, "queries": 444}
+
+
+@pytest.mark.parametrize("value, text", [
+    (10420.0, "10,420"), (1.042e4, "10,420"), (3000, "3,000"), (444, "444"), (0.545, "0.545"),
+    (0.0021, "0.0021"), (0.000123, "0.00012"), (2.5, "2.5"), (12.34, "12.3"), (0.0, "0.000"),
+    (None, ""), (True, "yes"), ("RotatE", "RotatE"),
+])
+def test_numbers_are_formatted_for_people(value, text):
+    assert results.fmt_number(value) == text
+    assert "e+" not in results.fmt_number(value) and "e-" not in results.fmt_number(value)
+
+
+@pytest.mark.parametrize("p, text", [(0.0, "< 1e-6"), (3e-9, "< 1e-6"), (0.00042, "0.00042"), (0.07, "0.07"),
+                                     (0.5, "0.50"), (None, "")])
+def test_p_values(p, text):
+    assert results.fmt_p(p) == text
+
+
+def test_explicit_headline_rows_come_first_and_are_capped_at_five():
+    rows = [results.comparison_row(f"arm {i}", cmp(0.01 * i), "base", f"arm {i}") for i in range(7)]
+    payload = {"notebook": "21_x", "metrics": {"vs base": {"x": cmp(0.5)}}, "headline": rows}
+    got = results.headline_rows(payload)
+    assert [r["label"] for r in got] == [f"arm {i}" for i in range(5)]
+    table = results.headline_table({"21_x": payload})
+    assert "| [21](notebooks/21_x.ipynb) | arm 2: arm 2 vs base | R@10 | 0.500 | 0.520 | +0.020 (+0.010 to +0.030) | 0.003 | 444 |" in table
+
+
+def test_rows_fall_back_to_comparisons_then_systems_then_numbers():
+    assert results.headline_rows({"metrics": {"test": {"base": SUMMARY}, "vs base": {"tuned": cmp(0.02)}}})[0][
+        "label"] == "vs base / tuned"
+    assert results.headline_rows({"metrics": {"test": {"BM25": SUMMARY}}}) == [
+        {"label": "test / BM25", "metric": "nDCG@10", "value": 0.61, "note": ""}]
+    rows = results.headline_rows({"metrics": {"speedup_vs_loop": 120.5, "model": "RotatE"}})
+    assert rows == [{"label": "speedup vs loop", "metric": "", "value": 120.5, "note": ""}]
+
+
+def test_table_stays_under_forty_rows_for_many_notebooks():
+    many = {f"{n}_x": {"metrics": {f"c{i}": cmp(0.01) for i in range(9)}} for n in range(10, 110, 10)}
+    table = results.headline_table(many)
+    body = table.splitlines()[2:]
+    assert len(body) < 40 and len(body) >= 30
+    assert all(sum(line.startswith(f"| [{n}]") for line in body) <= 5 for n in range(10, 110, 10))
+
+
+def test_bad_headline_is_a_clear_error():
+    with pytest.raises(results.ResultsError, match="'headline' must be a list"):
+        results.headline_rows({"notebook": "x", "headline": [{"no label": 1}]})
+    with pytest.raises(results.ResultsError, match="a comparison needs diff"):
+        results.comparison_row("x", {"diff": 0.1})
+    with pytest.raises(results.ResultsError, match="value must be a number"):
+        results.value_row("x", "fast")
+
+
+def write(folder, profile, name, payload):
+    (folder / profile).mkdir(parents=True, exist_ok=True)
+    (folder / profile / f"{name}.json").write_text(json.dumps({"notebook": name, "profile": profile, **payload}))
+
+
+def test_update_files_keeps_profiles_apart(tmp_path):
+    res = tmp_path / "data" / "results"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold numbers\n<!-- results:end -->\nafter\n")
+    write(res, "smoke", "10_x", {"metrics": {"test": {"BM25": SUMMARY}, "dense vs BM25": cmp(-0.02, 1e-8)}})
+    written = results.update_files(tmp_path, profile="laptop", results_dir=res, runs_dir=tmp_path / "runs")
+    assert "readme_results" not in written and "old numbers" in readme.read_text()  # smoke never replaces laptop
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Profile `smoke`" in report and "< 1e-6" in report and "| BM25 | 0.610 |" in report.replace(
+        "test / BM25", "BM25")
+    write(res, "laptop", "10_x", {"metrics": {"dense vs BM25": cmp(0.03)}, "timings": {"encode": 12.5}})
+    written = results.update_files(tmp_path, profile="laptop", results_dir=res, runs_dir=tmp_path / "runs")
+    text = readme.read_text()
+    assert written["readme_results"] == "laptop" and "old numbers" not in text and text.endswith("after\n")
+    assert "+0.030 (+0.020 to +0.040)" in text and "[RESULTS.md](RESULTS.md)" in text
+    assert written["figure"] == "docs/img/results.png" and (tmp_path / "docs" / "img" / "results.png").stat().st_size > 0
+    assert "## Profile `laptop`" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_times_table_reads_run_timings(tmp_path):
+    for profile, secs in (("laptop", 300.0), ("smoke", 60.0)):
+        (tmp_path / profile).mkdir()
+        (tmp_path / profile / "timings.json").write_text(json.dumps(
+            {"profile": profile, "notebooks": [{"notebook": "10_x.ipynb", "seconds": secs, "ok": True}]}))
+    table = results.times_table(tmp_path)
+    assert "| notebook | laptop | smoke |" in table and "| 10_x.ipynb | 5.0 min | 1.0 min |" in table
