@@ -1,0 +1,577 @@
+"""Revela: train a retriever through a language model's next-token loss, with no query-document pairs.
+
+Cai et al., "Revela: Dense Retriever Learning via Language Modeling" (ICLR 2026,
+arXiv 2506.16552). Our reading of the mechanism, with stock transformers:
+
+1. the corpus is cut into chunks of a few dozen LM tokens; a **batch** is a group of chunks that
+   are BM25 neighbours of each other (:func:`bm25_batches`);
+2. the retriever embeds the first half of chunk ``i`` as a query and every chunk ``j`` as a
+   document; ``w_ij = softmax_{j != i}(cos(q_i, d_j) / tau)`` (:func:`in_batch_weights`);
+3. a causal LM reads every chunk. In each attention layer, besides its causal self-attention,
+   chunk ``i`` also attends to the keys and values of every other chunk ``j`` (one softmax per
+   chunk, keys and values from a first plain forward pass), and these outputs are added with the
+   weights ``w_ij`` (:func:`in_batch_attention`, registered as the attention implementation
+   ``"revela"`` through ``AttentionInterface``);
+4. the loss is plain next-token cross-entropy (:func:`revela_loss`): the retriever gets gradient
+   only through ``w``. It learns to give weight to the chunks that help the LM predict.
+
+With every ``w = 0`` the model computes exactly the stock LM. The LM can stay frozen (default)
+or carry LoRA adapters (:func:`add_lora`); the retriever can be any SentenceTransformer, for
+example MiniLM or an LM that was never trained for retrieval (:func:`lm_retriever`).
+
+Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cookbook.config import SEED
+
+ATTN_NAME = "revela"
+
+
+class RevelaError(ValueError):
+    """Bad input to a Revela function (sizes, texts, models)."""
+
+
+class QueryLeakError(RevelaError):
+    """A training batch holds the text of an evaluation query."""
+
+
+# --------------------------------------------------------------------------- data: chunks and batches
+
+
+def chunk_corpus(data, tokenizer, chunk_tokens: int = 64, min_tokens: int | None = None,
+                 max_chunks: int | None = None, seed: int = SEED) -> list[dict]:
+    """Cut every corpus document into windows of ``chunk_tokens`` LM tokens.
+
+    Returns dicts ``{"doc_id", "text", "query"}``: ``query`` is the decoded first half of the
+    chunk (what the retriever embeds as the query), ``text`` the whole chunk. Windows shorter
+    than ``min_tokens`` (default: a quarter of ``chunk_tokens``) are dropped. ``max_chunks``
+    keeps a seeded random sample.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    min_tokens = max(2, chunk_tokens // 4) if min_tokens is None else min_tokens
+    if chunk_tokens < 4 or min_tokens < 2:
+        raise RevelaError(f"chunk_tokens={chunk_tokens} and min_tokens={min_tokens} are too small")
+    if not data.corpus:
+        raise RevelaError("the corpus is empty: nothing to chunk")
+    doc_ids = sorted(data.corpus)
+    ids = tokenizer([data.doc_text(d) for d in doc_ids], add_special_tokens=False)["input_ids"]
+    chunks = []
+    for doc_id, toks in zip(doc_ids, ids):
+        for start in range(0, len(toks), chunk_tokens):
+            window = toks[start:start + chunk_tokens]
+            if len(window) < min_tokens:
+                continue
+            chunks.append({"doc_id": doc_id, "text": tokenizer.decode(window).strip(),
+                           "query": tokenizer.decode(window[: len(window) // 2]).strip()})
+    if max_chunks is not None and len(chunks) > max_chunks:
+        chunks = random.Random(seed).sample(chunks, max_chunks)
+    if not chunks:
+        raise RevelaError(f"no document has {min_tokens} tokens or more: lower min_tokens")
+    return chunks
+
+
+def bm25_batches(chunks: list[dict], batch_size: int = 8, candidates: int = 50,
+                 seed: int = SEED) -> list[list[int]]:
+    """Group chunks into batches of BM25 neighbours (greedy, each chunk used at most once).
+
+    Seeds are visited in a seeded random order; each seed's batch is itself plus its
+    ``batch_size - 1`` best unused BM25 neighbours among the top ``candidates``. A seed whose
+    neighbourhood is used up is skipped, so every batch has exactly ``batch_size`` chunks.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import bm25s
+
+    if batch_size < 2:
+        raise RevelaError(f"batch_size={batch_size}: in-batch attention needs at least 2 chunks")
+    if len(chunks) < batch_size:
+        raise RevelaError(f"{len(chunks)} chunks cannot fill one batch of {batch_size}")
+    texts = [c["text"] for c in chunks]
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    k = min(candidates + 1, len(texts))
+    neighbours, _ = index.retrieve(bm25s.tokenize(texts, stopwords="en", show_progress=False),
+                                   k=k, show_progress=False, n_threads=1)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    used, batches = set(), []
+    for seed_idx in order:
+        if seed_idx in used:
+            continue
+        group = [seed_idx] + [int(j) for j in neighbours[seed_idx] if int(j) != seed_idx and int(j) not in used]
+        group = list(dict.fromkeys(group))[:batch_size]
+        if len(group) == batch_size:
+            batches.append(group)
+            used.update(group)
+    return batches
+
+
+def random_batches(chunks: list[dict], batch_size: int = 8, seed: int = SEED) -> list[list[int]]:
+    """The ablation: batches of random chunks (no BM25 grouping).
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    if batch_size < 2 or len(chunks) < batch_size:
+        raise RevelaError(f"{len(chunks)} chunks, batch_size={batch_size}: need batch_size >= 2 and enough chunks")
+    order = list(range(len(chunks)))
+    random.Random(seed).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def check_no_query_text(chunks: list[dict], batches: list[list[int]], data,
+                        splits=("dev", "test")) -> int:
+    """Fail with :class:`QueryLeakError` if a batch holds an evaluation query's text.
+
+    Every batched chunk must come from a corpus document (queries are not documents), and no
+    chunk or chunk half may equal a ``splits`` query's text. Returns the number of chunks checked.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    eval_texts = {_norm(data.queries[q]): q for s in splits for q in data.qrels.get(s, {})}
+    checked = 0
+    for b, batch in enumerate(batches):
+        for i in batch:
+            chunk = chunks[i]
+            if chunk["doc_id"] not in data.corpus:
+                raise QueryLeakError(f"batch {b}: chunk {i} comes from {chunk['doc_id']!r}, not a corpus document")
+            for key in ("text", "query"):
+                hit = eval_texts.get(_norm(chunk[key]))
+                if hit is not None:
+                    raise QueryLeakError(f"batch {b}: chunk {i} {key} equals evaluation query {hit!r}")
+            checked += 1
+    return checked
+
+
+# --------------------------------------------------------------------------- the attention function
+
+
+@dataclass
+class InBatchState:
+    """What the ``revela`` attention function needs, passed to the LM's forward as ``revela=``.
+
+    ``mode="record"``: plain causal attention, and keep every layer's keys and values;
+    ``mode="mix"``: causal attention plus the in-batch term with ``weights`` (B x B).
+    ``key_mask`` (B x T, True on real tokens) hides the other chunks' padding.
+    """
+
+    key_mask: object
+    weights: object | None = None
+    mode: str = "record"
+    normalize: bool = False
+    keys: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+
+
+def in_batch_attention(query, key, value, key_mask, weights, scaling: float, normalize: bool = True,
+                       eps: float = 1e-6):
+    """The in-batch term: ``sum_j w_ij * A_ij V_j`` for every chunk ``i`` (output B x H x T x d).
+
+    ``query`` B x H x T x d (chunk ``i``'s queries), ``key``/``value`` B x H x S x d (every chunk's
+    keys and values, grouped-query heads already repeated), ``key_mask`` B x S. ``A_ij`` is a
+    softmax over chunk ``j``'s real tokens only (no causal mask across chunks). With
+    ``normalize`` each ``A_ij V_j`` is divided by ``A_ij |V_j|`` (the attention-weighted value
+    norm), as the authors' code does.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import torch
+
+    scores = torch.einsum("ihtd,jhsd->ijhts", query, key) * scaling  # B x B x H x T x S
+    scores = scores.masked_fill(~key_mask[None, :, None, None, :], torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    mixed = torch.einsum("ijhts,jhsd->ijhtd", probs, value)
+    if normalize:
+        norms = torch.einsum("ijhts,jhs->ijht", probs, value.norm(dim=-1))
+        mixed = mixed / (norms[..., None] + eps)
+    return torch.einsum("ij,ijhtd->ihtd", weights.to(mixed.dtype), mixed)
+
+
+def revela_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0,
+                     revela: InBatchState | None = None, **kwargs):
+    """The attention function registered as ``"revela"``: sdpa, plus the in-batch term.
+
+    Without a ``revela=`` state it is exactly transformers' sdpa attention, so a model switched
+    to ``"revela"`` computes what the stock model computes.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    out, attn = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                       scaling=scaling, **kwargs)
+    if revela is None:
+        return out, attn
+    layer = module.layer_idx
+    if revela.mode == "record":
+        revela.keys[layer], revela.values[layer] = key, value
+        return out, attn
+    if revela.mode != "mix":
+        raise RevelaError(f"InBatchState.mode={revela.mode!r}: use 'record' or 'mix'")
+    groups = getattr(module, "num_key_value_groups", 1)
+    keys = repeat_kv(revela.keys[layer], groups)
+    values = repeat_kv(revela.values[layer], groups)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    cross = in_batch_attention(query, keys, values, revela.key_mask, revela.weights, scale,
+                               normalize=revela.normalize)
+    return out + cross.transpose(1, 2).to(out.dtype), attn
+
+
+def enable_in_batch_attention(model):
+    """Register the ``revela`` attention (and its mask, sdpa's) and switch ``model`` to it.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, revela_attention)
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if base.config._attn_implementation != ATTN_NAME:
+        base.set_attn_implementation(ATTN_NAME)
+    if base.config._attn_implementation != ATTN_NAME:
+        raise RevelaError(f"{type(base).__name__} does not take attention functions from AttentionInterface")
+    return model
+
+
+def add_lora(model, r: int = 8, alpha: int | None = None, dropout: float = 0.0, target_modules=None):
+    """Wrap a transformers model with peft LoRA adapters (attention projections by default)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout,
+                        target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"])
+    return get_peft_model(model, config)
+
+
+# --------------------------------------------------------------------------- retriever and loss
+
+
+def embed(retriever, texts: list[str]):
+    """Normalised embeddings of ``texts`` from a SentenceTransformer, with gradients."""
+    import torch
+
+    features = retriever.preprocess(texts)
+    device = next(retriever.parameters()).device
+    features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+    return torch.nn.functional.normalize(retriever(features)["sentence_embedding"], dim=-1)
+
+
+def in_batch_weights(q, d, tau: float):
+    """``w_ij = softmax_{j != i}(cos(q_i, d_j) / tau)`` for normalised ``q``, ``d`` (B x dim).
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import torch
+
+    if tau <= 0:
+        raise RevelaError(f"tau={tau}: the temperature must be positive")
+    sims = q @ d.T / tau
+    eye = torch.eye(len(q), dtype=torch.bool, device=sims.device)
+    return sims.masked_fill(eye, float("-inf")).softmax(dim=-1)
+
+
+def lm_inputs(tokenizer, texts: list[str], max_length: int):
+    """Right-padded LM inputs and next-token labels (padding ignored by the loss)."""
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt", padding_side="right", add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    return enc["input_ids"], enc["attention_mask"], labels
+
+
+def revela_lm_loss(lm, tokenizer, texts: list[str], weights, max_length: int = 64,
+                   normalize: bool = False, strength: float = 1.0):
+    """Next-token loss of the LM reading ``texts`` with in-batch attention weighted by ``weights``.
+
+    Two passes: a plain one records every layer's keys and values (with gradients only when
+    the LM has trainable parameters), then a second one adds the in-batch term weighted by
+    ``strength * weights``. The paper adds it at full strength and adapts the LM with LoRA; a
+    frozen LM reads best with a smaller ``strength`` (see :func:`calibrate_strength`).
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import torch
+
+    input_ids, attention_mask, labels = lm_inputs(tokenizer, texts, max_length)
+    device = next(lm.parameters()).device
+    input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
+    state = InBatchState(key_mask=attention_mask.bool(), normalize=normalize)
+    trainable = any(p.requires_grad for p in lm.parameters())
+    with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+        lm(input_ids=input_ids, attention_mask=attention_mask, revela=state, use_cache=False, logits_to_keep=1)
+    state.mode, state.weights = "mix", weights * strength
+    return lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, revela=state,
+              use_cache=False).loss
+
+
+def revela_loss(retriever, lm, tokenizer, batch: list[dict], tau: float, max_length: int = 64,
+                normalize: bool = False, strength: float = 1.0):
+    """The whole Revela objective on one batch of chunks: ``(loss, w)``.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    q = embed(retriever, [c["query"] for c in batch])
+    d = embed(retriever, [c["text"] for c in batch])
+    w = in_batch_weights(q, d, tau)
+    return revela_lm_loss(lm, tokenizer, [c["text"] for c in batch], w, max_length, normalize, strength), w
+
+
+def calibrate_strength(lm, tokenizer, chunks: list[dict], batches: list[list[int]], *,
+                       strengths=(1.0, 0.3, 0.1, 0.03), normalize_options=(True, False),
+                       max_length: int = 64):
+    """How well the LM reads the in-batch term: its loss with uniform ``w`` per setting.
+
+    Runs on training batches only (chunks of the corpus, no query). Returns a pandas table with
+    the stock loss (``strength`` 0) and one row per (``normalize``, ``strength``); its
+    ``attrs["best"]`` is the non-zero setting with the lowest loss. A frozen LM that reads the other
+    chunks at a useful strength predicts its own chunk better than alone.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import pandas as pd
+    import torch
+
+    if not batches:
+        raise RevelaError("calibrate_strength needs at least one batch")
+    enable_in_batch_attention(lm)
+    rows = []
+    with torch.no_grad():
+        for b, batch in enumerate(batches):
+            texts = [chunks[i]["text"] for i in batch]
+            n = len(texts)
+            uniform = torch.full((n, n), 1.0 / (n - 1)).fill_diagonal_(0.0)
+            rows.append({"batch": b, "normalize": False, "strength": 0.0,
+                         "loss": float(revela_lm_loss(lm, tokenizer, texts, uniform, max_length, strength=0.0))})
+            for normalize in normalize_options:
+                for strength in strengths:
+                    loss = revela_lm_loss(lm, tokenizer, texts, uniform, max_length, normalize, strength)
+                    rows.append({"batch": b, "normalize": normalize, "strength": strength, "loss": float(loss)})
+    table = pd.DataFrame(rows).groupby(["normalize", "strength"], as_index=False)["loss"].mean()
+    mixed = table[table["strength"] > 0]  # strength 0 is the stock LM: no gradient reaches w
+    best = mixed.loc[mixed["loss"].idxmin()]
+    table.attrs["best"] = {"normalize": bool(best["normalize"]), "strength": float(best["strength"])}
+    table.attrs["stock_loss"] = float(table.loc[table["strength"] == 0, "loss"].iloc[0])
+    return table
+
+
+def freeze(model):
+    """Turn off gradients of every parameter of ``model`` (the LM when it is not adapted)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak-memory counter of this process (Linux ``clear_refs``); False elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss`, in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # lifetime peak (KB on Linux)
+
+
+def score_tensor_mb(batch_size: int, heads: int, tokens: int, bytes_per: int = 4) -> float:
+    """Size of one layer's in-batch attention scores, B x B x H x T x T, in MB."""
+    return batch_size * batch_size * heads * tokens * tokens * bytes_per / 2**20
+
+
+def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]], *,
+          tau: float = 0.05, learning_rate: float = 2e-5, max_length: int = 64,
+          normalize: bool = False, strength: float = 1.0, max_grad_norm: float = 1.0,
+          seed: int = SEED, progress: bool = False) -> dict:
+    """Train ``retriever`` (and the LM's trainable parameters, if any) on ``batches``, in place.
+
+    One optimizer step per batch; the only loss is the LM's next-token cross-entropy. Returns
+    ``{"steps", "seconds", "seconds_per_step", "loss_first", "loss_last", "peak_rss_mb", "log"}``
+    (``log``: loss, mean largest weight and seconds per step; ``peak_rss_mb``: the process's
+    peak resident memory during training).
+
+    Why not ``cookbook.finetune.fit``: the loss needs the LM and fixed BM25 groups as batches,
+    which the sentence-transformers trainer (it shuffles rows) does not provide.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import torch
+
+    if not batches:
+        raise RevelaError("no batches to train on")
+    torch.manual_seed(seed)
+    enable_in_batch_attention(lm)
+    params = [p for p in retriever.parameters() if p.requires_grad]
+    params += [p for p in lm.parameters() if p.requires_grad]
+    if not any(p.requires_grad for p in retriever.parameters()):
+        raise RevelaError("the retriever has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    retriever.train()
+    lm.train()
+    reset_peak_rss()
+    log, started = [], time.perf_counter()
+    iterator = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, desc="revela")
+    for batch in iterator:
+        t0 = time.perf_counter()
+        loss, w = revela_loss(retriever, lm, tokenizer, [chunks[i] for i in batch], tau, max_length,
+                              normalize, strength)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        log.append({"loss": float(loss.detach()), "max_w": float(w.detach().max(dim=-1).values.mean()),
+                    "seconds": time.perf_counter() - t0})
+    retriever.eval()
+    lm.eval()
+    seconds = time.perf_counter() - started
+    return {"steps": len(log), "seconds": round(seconds, 1), "seconds_per_step": round(seconds / len(log), 2),
+            "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"],
+            "peak_rss_mb": round(peak_rss_mb(), 1), "log": log}
+
+
+# --------------------------------------------------------------------------- starting retrievers
+
+
+def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: str = "mean",
+                 lora_r: int | None = 16, seed: int = SEED):
+    """A SentenceTransformer on a causal LM's backbone (default: the offline SmolLM2-135M).
+
+    The LM was never trained for retrieval: this is the "from scratch" starting point. With
+    ``lora_r`` only LoRA adapters train (merged back by :func:`save_retriever`). ``pooling``:
+    ``"mean"`` or ``"lasttoken"`` (the paper's EOS pooling reads the last token).
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from cookbook.models import resolve
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # older releases
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    torch.manual_seed(seed)
+    transformer = Transformer(source or resolve("generator"), max_seq_length=max_seq_length)
+    if transformer.tokenizer.pad_token is None:
+        transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
+    transformer.tokenizer.padding_side = "right"
+    dim = transformer.get_embedding_dimension() if hasattr(transformer, "get_embedding_dimension") \
+        else transformer.get_word_embedding_dimension()
+    model = SentenceTransformer(modules=[transformer, Pooling(dim, pooling_mode=pooling), Normalize()],
+                                device="cpu")
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        transformer.model = get_peft_model(transformer.model, config)
+    return model
+
+
+def save_retriever(retriever, path) -> Path:
+    """Save ``retriever`` so that ``SentenceTransformer(str(path))`` loads it (LoRA merged first)."""
+    path = Path(path)
+    first = retriever[0]
+    inner = getattr(first, "model", None)
+    if inner is not None and hasattr(inner, "merge_and_unload"):
+        first.model = inner.merge_and_unload()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    retriever.save(str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+def _lm_pair(llm):
+    if llm is None:
+        from cookbook.models import load_causal_lm
+
+        return load_causal_lm("generator")
+    if isinstance(llm, tuple) and len(llm) == 2:
+        return llm
+    if hasattr(llm, "tokenizer") and hasattr(llm, "model"):
+        return llm.tokenizer, llm.model
+    raise RevelaError("llm must be None, a (tokenizer, model) pair or an object with .tokenizer and .model "
+                      f"(a cookbook.llm.LocalLLM); got {type(llm).__name__}")
+
+
+def recipe(data, out_dir, *, embedder=None, llm=None, steps=None, seed: int = SEED,
+           batch_size: int = 8, chunk_tokens: int = 64, tau: float = 0.05,
+           learning_rate: float = 2e-5, max_chunks: int | None = 4000, grouping: str = "bm25",
+           strength: float | None = None, normalize: bool | None = None, **sizes) -> dict:
+    """Revela on any :class:`RetrievalData`: train ``embedder`` through the LM, save it, report.
+
+    Needs no queries and no labels at all (only the corpus), so a dataset without a train split
+    works as it is. ``embedder=None`` loads MiniLM, ``llm=None`` the offline SmolLM2 (frozen).
+    The model lands in ``out_dir / "model"``; the report has ``before``/``after`` test metrics
+    and their paired comparison when the data has a test split. ``strength``/``normalize``
+    left as None are chosen by :func:`calibrate_strength` on two training batches.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    from cookbook import evaluate, retrieval
+    from cookbook.models import load_embedder
+
+    if sizes:
+        raise RevelaError(f"unknown recipe options: {sorted(sizes)}")
+    if grouping not in ("bm25", "random"):
+        raise RevelaError(f"grouping={grouping!r}: use 'bm25' or 'random'")
+    started = time.perf_counter()
+    tokenizer, lm = _lm_pair(llm)
+    freeze(lm)
+    retriever = embedder if embedder is not None else load_embedder(max_seq_length=chunk_tokens * 2)
+    test = "test" in data.qrels and data.qrels["test"]
+    report = {"recipe": "revela", "train_pairs": 0}
+    if test:
+        queries, qrels = data.split_queries("test"), data.qrels["test"]
+        run_before = retrieval.dense_search(retriever, data, queries)
+        report["before"] = dict(evaluate.evaluate(run_before, qrels)[0])
+    chunks = chunk_corpus(data, tokenizer, chunk_tokens=chunk_tokens, max_chunks=max_chunks, seed=seed)
+    make = bm25_batches if grouping == "bm25" else random_batches
+    batches = make(chunks, batch_size=batch_size, seed=seed)[: steps or 20]
+    check_no_query_text(chunks, batches, data)
+    if strength is None or normalize is None:
+        best = calibrate_strength(lm, tokenizer, chunks, batches[:2], max_length=chunk_tokens).attrs["best"]
+        strength = best["strength"] if strength is None else strength
+        normalize = best["normalize"] if normalize is None else normalize
+    trained = train(retriever, lm, tokenizer, chunks, batches, tau=tau, learning_rate=learning_rate,
+                    max_length=chunk_tokens, normalize=normalize, strength=strength, seed=seed)
+    path = save_retriever(retriever, Path(out_dir) / "model")
+    if test:
+        run_after = retrieval.dense_search(retriever, data, queries)
+        report["after"] = dict(evaluate.evaluate(run_after, qrels)[0])
+        report["comparison"] = evaluate.compare(run_before, run_after, qrels, "nDCG@10")
+    report.update(seconds=round(time.perf_counter() - started, 1), steps=trained["steps"],
+                  llm_usage={"lm_forward_passes": 2 * trained["steps"],
+                             "lm_tokens": 2 * trained["steps"] * batch_size * chunk_tokens},
+                  chunks=len(chunks), batch_size=batch_size, tau=tau, grouping=grouping,
+                  strength=strength, normalize=normalize, peak_rss_mb=trained["peak_rss_mb"],
+                  seconds_per_step=trained["seconds_per_step"], loss_first=trained["loss_first"],
+                  loss_last=trained["loss_last"], model=str(path))
+    return report
