@@ -48,6 +48,7 @@ __all__ = [
     "examination_error",
     "relevance_scores",
     "ndcg_at_10",
+    "scores_run",
     "confounding_sweep",
 ]
 
@@ -409,11 +410,11 @@ def relevance_scores(fit: TwoTowerFit, env) -> np.ndarray:
     return out
 
 
-def ndcg_at_10(env, scores) -> float:
-    """nDCG@10 of ranking each query's candidates by ``scores`` against the true grades.
+def scores_run(env, scores) -> tuple[dict, dict]:
+    """``(run, qrels)`` for ranking each query's candidates by ``scores``, queries without a relevant one skipped.
 
-    Uses :func:`cookbook.evaluate.evaluate` (ir_measures) when available; queries
-    without any relevant candidate are skipped.
+    The run and qrels go straight into :func:`cookbook.evaluate.evaluate` or, for two
+    towers on the same pools, :func:`cookbook.evaluate.compare` (a paired test per query).
 
     Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
     """
@@ -423,20 +424,24 @@ def ndcg_at_10(env, scores) -> float:
     qrels = {q: r for q, r in env.qrels().items() if r}
     if not qrels:
         raise ValueError("no query has a relevant candidate; nDCG is undefined")
-    run = {}
-    for qi, qid in enumerate(env.qids):
-        if qid in qrels:
-            run[qid] = {str(d): float(s) for d, s in zip(env.doc_ids[qi], scores[qi])}
-    try:
-        from cookbook.evaluate import evaluate
+    run = {qid: {str(d): float(s) for d, s in zip(env.doc_ids[qi], scores[qi])}
+           for qi, qid in enumerate(env.qids) if qid in qrels}
+    return run, qrels
 
-        summary, _ = evaluate(run, qrels)
-        return float(summary["nDCG@10"])
-    except ImportError:
-        import ir_measures
-        from ir_measures import nDCG
 
-        return float(ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10])
+def ndcg_at_10(env, scores) -> float:
+    """nDCG@10 of ranking each query's candidates by ``scores`` against the true grades.
+
+    Uses :func:`cookbook.evaluate.evaluate` (ir_measures); queries without any relevant
+    candidate are skipped.
+
+    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
+    """
+    from cookbook.evaluate import evaluate
+
+    run, qrels = scores_run(env, scores)
+    summary, _ = evaluate(run, qrels)
+    return float(summary["nDCG@10"])
 
 
 def confounding_sweep(train_env, test_env, strengths, seeds, n_sessions: int, well_cols, mis_cols,

@@ -110,3 +110,16 @@ def test_fit_warns_and_marks_positions_the_log_cannot_identify(world):
         feat = twotower.fit_two_tower(det, relevance="linear", feature_cols=GRADE, n_positions=N_SHOWN, steps=20)
         pinned = twotower.fit_two_tower(det, relevance="id", n_positions=N_SHOWN, steps=5, fixed_examination=exam)
     assert ok.identified.all() and feat.identified.all() and pinned.identified is None
+
+
+def test_scores_run_feeds_a_paired_comparison(world):
+    from cookbook import evaluate
+
+    env = world[0]
+    truth, qrels = twotower.scores_run(env, env.relevance.astype(float))
+    noisy, _ = twotower.scores_run(env, clicks.noisy_oracle_scores(env, 0.5, seed=1))
+    cmp = evaluate.compare(noisy, truth, qrels)
+    assert cmp["mean_b"] == pytest.approx(twotower.ndcg_at_10(env, env.relevance.astype(float)))
+    assert cmp["diff"] > 0 and cmp["queries"] == len(qrels)
+    with pytest.raises(ValueError, match="scores shape"):
+        twotower.scores_run(env, np.zeros((2, 2)))

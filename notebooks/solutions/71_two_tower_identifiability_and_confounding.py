@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cookbook import clicks, corpus, twotower
+from cookbook import clicks, corpus, twotower, ultr
 from cookbook.config import SEED
 
 N_SHOWN = 10
@@ -37,7 +37,7 @@ def exercise_1(train) -> pd.DataFrame:
     for n in (2_000, 10_000, 50_000):
         log = clicks.simulate_click_log(train, clicks.RandPair(bm25(train), prob=0.05), USER, n, N_SHOWN, seed=SEED)
         fit = twotower.fit_two_tower(log, relevance="id", n_positions=N_SHOWN, steps=200)
-        rows.append({"sessions": n, "connected": clicks.identifiability(log, N_SHOWN).connected,
+        rows.append({"sessions": n, "connected": ultr.identifiability(log, N_SHOWN).connected,
                      "examination error": twotower.examination_error(fit.examination(), EXAM)})
     # A few swapped sessions already connect the graph, but the error hardly moves with more
     # sessions: with one free parameter per pair, each pair is seen at its second position only a
@@ -52,7 +52,7 @@ def exercise_2(train) -> pd.DataFrame:
     for name, policy in {"RandPair(anchor=1)": clicks.RandPair(bm25(train), anchor=1),
                          "RandTop-3": clicks.RandTopK(bm25(train), k=3)}.items():
         log = clicks.simulate_click_log(train, policy, USER, 10_000, N_SHOWN, seed=SEED)
-        rep = clicks.identifiability(log, N_SHOWN)
+        rep = ultr.identifiability(log, N_SHOWN)
         out[name] = {"components": len(rep.components), "connected": rep.connected,
                      "edges": rep.graph.number_of_edges()}
     # anchor=1 connects every position: the page's top document visits all of them (so its
@@ -82,7 +82,7 @@ def exercise_4(train, test) -> pd.DataFrame:
     for seed in (1, 2, 3):
         log = clicks.simulate_click_log(train, policy, USER, 50_000, N_SHOWN, seed=seed)
         for clip in (1, 2, 5, 10, 50):
-            w = clicks.propensity_weights(log, clip=clip)
+            w = ultr.propensity_weights(log, clip=clip)
             fit = twotower.fit_two_tower(log, relevance="linear", feature_cols=observed(train),
                                          n_positions=N_SHOWN, sample_weight=w, seed=seed)
             rows.append({"clip": clip, "seed": seed,
