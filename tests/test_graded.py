@@ -1,0 +1,291 @@
+"""cookbook.graded: the SSRA-style loop on the tiny fixture with tiny models, its accounting,
+the leak checks and the errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cookbook import graded as G
+from cookbook import llm as L
+from cookbook.config import DATA_DIR
+
+
+class ScriptedLLM(L.BaseLLM):
+    """Writes "<words of the entry> level <L> variant <k>" queries; every fifth prompt gets an
+    empty completion and every seventh a duplicate of the previous one."""
+
+    backend = "scripted"
+
+    def __init__(self, empty: bool = False):
+        super().__init__("scripted", cache=False, progress=False)
+        self.empty, self.count = empty, 0
+
+    def _generate_batch(self, prompts, params, chat):
+        out = []
+        for p in prompts:
+            self.count += 1
+            entry = p.rsplit("Entry: ", 1)[1]
+            words = entry.split("\n")[0].replace(":", " ").split()[:3]
+            level = entry.rsplit("Level: ", 1)[1].split()[0]
+            texts = []
+            for j in range(params.n):
+                if self.empty or self.count % 5 == 0:
+                    texts.append("")
+                elif self.count % 7 == 0 and j == 0 and out:
+                    texts.append(out[-1][0][0] or "a b")
+                else:
+                    texts.append(" ".join(words) + f" level {level} variant {self.count}-{j}")
+            out.append((texts, 10, 5))
+        return out
+
+    def _score_batch(self, contexts, continuations):
+        return [(-1.0, 1) for _ in continuations]
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from cookbook.beir import load_beir
+
+    return load_beir(DATA_DIR / "fixtures" / "tiny_beir")
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_data, tiny_model):
+    from cookbook.retrieval import DenseIndex
+
+    return DenseIndex(tiny_model, tiny_data)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    """A one-layer random Llama with the SmolLM2 tokenizer (saved once under data/cache)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from cookbook.config import CACHE_DIR
+    from cookbook.models import resolve
+
+    folder = CACHE_DIR / "models" / "tiny-llama-16"
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(resolve("generator"))
+        config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+
+
+def test_levels_and_human_pool(tiny_data, tiny_index):
+    assert G.n_levels_of(tiny_data) == 4
+    human = G.human_pairs(tiny_data, "train", retriever=tiny_index, depth=3, n_random=1, seed=1)
+    assert set(human["qid"]) == set(tiny_data.qrels["train"])
+    # every top-grade document is in the pool, and levels follow the qrels (0 when unjudged)
+    for q, docs in tiny_data.qrels["train"].items():
+        rows = human[human["qid"] == q]
+        assert {d for d, g in docs.items() if g == 3} <= set(rows["doc_id"])
+        for d, lv in zip(rows["doc_id"], rows["level"]):
+            assert lv == docs.get(d, 0)
+    hist = G.level_histogram(human)
+    assert list(hist.index) == [0, 1, 2, 3] and hist.sum() == len(human)
+    G.assert_no_eval_leak(human, tiny_data)
+    with pytest.raises(G.GradedError, match="no 'dev' qrels"):
+        G.human_pairs(tiny_data, "dev")
+
+
+def test_bad_levels_are_clear_errors(tiny_data):
+    with pytest.raises(G.GradedError, match="outside 0..3"):
+        G.check_levels([0, 4], 4)
+    with pytest.raises(G.GradedError, match="outside 0..3"):
+        G.level_prompt("doc", -1)
+    with pytest.raises(G.GradedError, match="outside 0..3"):
+        G.level_requests(["d1"], {5: 1.0})
+    with pytest.raises(G.GradedError, match="outside 0..1"):
+        G.check_levels([1.5], 2)
+    bad = pd.DataFrame({"query": ["x y"], "doc_id": ["d1"], "level": [7], "source": ["human"]})
+    with pytest.raises(G.GradedError, match="outside"):
+        G.embedding_dataset(bad, tiny_data)
+
+
+def test_score_model_label_count_is_checked(tiny_data, tiny_model):
+    two = G.score_model(2, embedder=tiny_model, max_length=32)
+    with pytest.raises(G.GradedError, match="2 output label"):
+        G.check_score_model(two, 4)
+    human = G.human_pairs(tiny_data, "train", n_random=1)
+    with pytest.raises(G.GradedError, match="2 output label"):
+        G.collaborate(tiny_data, human, two, ["d1", "d2"], rounds=1, n_levels=4,
+                      train_query_model=lambda ex, r: ScriptedLLM())
+
+
+def test_empty_generations_are_a_clear_error(tiny_data):
+    req = G.level_requests(["d1", "d2", "d3"], {1: 1.0, 2: 1.0})
+    gen = G.generate(ScriptedLLM(empty=True), tiny_data, req)
+    with pytest.raises(G.GradedError, match="all 3 generated queries are empty"):
+        G.clean(gen, tiny_data)
+    with pytest.raises(G.GradedError, match="no \\(doc_id, level\\) requests"):
+        G.generate(ScriptedLLM(), tiny_data, req.iloc[:0])
+    with pytest.raises(G.GradedError, match="greedy"):
+        G.generate(ScriptedLLM(), tiny_data, req, n=2)
+
+
+def test_score_model_probabilities_and_report(tiny_data, tiny_model):
+    human = G.human_pairs(tiny_data, "train", n_random=2, seed=0)
+    model = G.score_model(4, embedder=tiny_model, max_length=32)
+    report = G.train_score_model(model, human, tiny_data, max_steps=2, batch_size=4)
+    assert report["steps"] == 2
+    scored = G.annotate(model, human, tiny_data)
+    probs = scored[["p0", "p1", "p2", "p3"]].to_numpy()
+    assert probs.shape == (len(human), 4)
+    assert abs(probs.sum(axis=1) - 1).max() < 1e-4
+    assert ((scored["expected"] >= 0) & (scored["expected"] <= 3)).all()
+    rep = G.score_report(model, human, tiny_data)
+    assert rep["confusion"].shape == (4, 4) and rep["confusion"].to_numpy().sum() == len(human)
+    diag = sum(rep["confusion"].loc[i, i] for i in range(4))
+    assert rep["accuracy"] == pytest.approx(diag / len(human))
+
+
+def test_accept_drop_and_relabel():
+    ann = pd.DataFrame({"level": [1, 1, 2, 2], "pred": [1, 2, 2, 0], "p_pred": [0.9, 0.8, 0.3, 0.2]})
+    drop = G.accept(ann, threshold=0.5, mode="drop")
+    assert drop["decision"].tolist() == ["agree", "drop", "drop", "drop"]
+    relabel = G.accept(ann, threshold=0.5, mode="relabel")
+    assert relabel["decision"].tolist() == ["agree", "relabel", "drop", "drop"]
+    assert relabel["final_level"].tolist()[:2] == [1, 2]
+    with pytest.raises(G.GradedError, match="mode"):
+        G.accept(ann, mode="keep")
+
+
+@pytest.mark.parametrize("mode", ["drop", "relabel"])
+def test_loop_accounting_and_no_leak(tiny_data, tiny_model, tiny_index, mode):
+    human = G.human_pairs(tiny_data, "train", retriever=tiny_index, depth=3, n_random=1)
+    scorer = G.score_model(4, embedder=tiny_model, max_length=32)
+    G.train_score_model(scorer, human, tiny_data, max_steps=2, batch_size=4)
+    calls = []
+
+    def train_qm(examples, rnd):
+        calls.append((rnd, len(examples)))
+        return ScriptedLLM()
+
+    docs = sorted(tiny_data.corpus)
+    loop = G.collaborate(tiny_data, human, scorer, docs, rounds=2, train_query_model=train_qm,
+                         threshold=0.0 if mode == "relabel" else 0.3, mode=mode, score_steps=1,
+                         score_batch_size=4, n_samples=2, temperature=0.8)
+    # round 2 fine-tunes on human pairs plus what round 1 accepted
+    assert [r for r, _ in calls] == [1, 2]
+    assert calls[0][1] == len(human)
+    assert calls[1][1] == len(human) + int((loop.accepted["round"] == 1).sum())
+    # accounting: the table adds up to the decisions, and accepted rows are the accepted decisions
+    table = loop.table
+    assert int(table["generated"].sum()) == len(loop.decisions)
+    assert int(table["accepted"].sum()) == len(loop.accepted) == int(loop.decisions["accepted"].sum())
+    assert (table["agree"] + table["relabel"] <= table["generated"]).all()
+    if mode == "drop":
+        assert (table["relabel"] == 0).all()
+        assert (loop.accepted["level"].to_numpy() == loop.decisions[loop.decisions["accepted"]]["level"].to_numpy()).all()
+    # empties and duplicates were removed before annotation
+    assert loop.decisions["query"].str.strip().ne("").all()
+    assert not loop.decisions.duplicated(["query", "doc_id"]).any()
+    # no dev/test query or pair reaches any training set
+    G.assert_no_eval_leak(loop.accepted, tiny_data)
+    test_texts = {G.normalize(tiny_data.queries[q]) for q in tiny_data.qrels["test"]}
+    train_set = G.balance(human, loop.accepted, {lv: 3 for lv in range(4)})
+    assert not {G.normalize(q) for q in train_set["query"]} & test_texts
+    assert (G.level_histogram(train_set) <= 3).all()
+
+
+def test_leaks_are_caught(tiny_data):
+    qid = next(iter(tiny_data.qrels["test"]))
+    doc = next(iter(tiny_data.qrels["test"][qid]))
+    leak = pd.DataFrame({"query": [tiny_data.queries[qid]], "doc_id": [doc], "level": [3], "source": ["x"]})
+    with pytest.raises(G.EvalLeakError, match="query text"):
+        G.assert_no_eval_leak(leak, tiny_data)
+    with pytest.raises(G.EvalLeakError, match="query id"):
+        G.assert_no_eval_leak(leak.assign(qid=qid, query="something else entirely"), tiny_data)
+    gen = pd.DataFrame({"doc_id": [doc, doc], "level": [3, 3], "sample": [0, 1],
+                        "query": [tiny_data.queries[qid], "a fresh query"], "generator": ""})
+    assert G.clean(gen, tiny_data)["query"].tolist() == ["a fresh query"]  # the copy is dropped
+
+
+def test_balance_fills_from_synthetic():
+    human = pd.DataFrame({"query": list("abcdef"), "doc_id": "d", "level": [0, 0, 0, 3, 3, 1], "source": "human"})
+    syn = pd.DataFrame({"query": list("ghijk"), "doc_id": "d", "level": [1, 1, 2, 2, 2], "source": "ssra"})
+    out = G.balance(human, syn, {0: 2, 1: 2, 2: 2, 3: 2})
+    assert G.level_histogram(out).tolist() == [2, 2, 2, 2]
+    assert (out[out["level"] == 1]["source"].value_counts().to_dict() == {"human": 1, "ssra": 1})
+    assert set(out[out["level"] == 0]["source"]) == {"human"}
+
+
+def test_fine_distinction_from_scratch_and_from_run(tiny_data, tiny_model, tiny_index):
+    import numpy as np
+
+    from cookbook.retrieval import encode
+
+    data = tiny_data
+    data_train = type(data)(data.corpus, data.queries, {"test": data.qrels["train"]})
+    got = G.fine_distinction_accuracy(tiny_model, data_train, "test", n_zero=2, seed=3)
+    same = G.fine_distinction_accuracy(tiny_index, data_train, "test", n_zero=2, seed=3)
+    assert got["all"] == pytest.approx(same["all"])
+    pairs = G.distinction_pairs(data_train, "test", n_zero=2, kinds=G.default_kinds(4), seed=3)
+    assert set(pairs["kind"]) <= {"2>1", "1>0"} and sum(got["pairs"].values()) == len(pairs)
+    q = encode(tiny_model, [data.queries[x] for x in pairs["qid"]])
+    hi = encode(tiny_model, [data.doc_text(d) for d in pairs["higher"]])
+    lo = encode(tiny_model, [data.doc_text(d) for d in pairs["lower"]])
+    a, b = (q * hi).sum(1), (q * lo).sum(1)
+    assert got["all"] == pytest.approx(float(np.mean(np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0)))), abs=1e-6)
+    # a run that lists every pair's higher document first is always right
+    perfect = {}
+    for qid, hi_d, lo_d in zip(pairs["qid"], pairs["higher"], pairs["lower"]):
+        perfect.setdefault(qid, {})
+    for qid, docs in data_train.qrels["test"].items():
+        perfect[qid] = {d: float(g) for d, g in docs.items()}
+    assert G.fine_distinction_accuracy(perfect, data_train, "test", n_zero=2, seed=3)["all"] == 1.0
+    assert G.fine_distinction_accuracy({}, data_train, "test", n_zero=2, seed=3)["all"] == 0.5
+
+
+def test_lora_query_model_is_cached_under_its_own_name(tiny_data, tiny_lm):
+    tok, model = tiny_lm
+    human = G.human_pairs(tiny_data, "train", n_random=1)
+    examples = G.sft_examples(human, tiny_data)
+    assert all(p.endswith("\nQuery:") and "Write a search query" not in p for p, _ in examples)
+    cache = L.LLMCache(":memory:")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    qm = G.fine_tune_query_model(examples, steps=2, batch_size=2, tokenizer=tok, model=model, cache=cache, seed=1)
+    assert all((before[k] == v).all() for k, v in model.state_dict().items())  # the base is untouched
+    assert qm.model_name.endswith("+lora-" + qm.train_report["fingerprint"])
+    assert qm.train_report["steps"] == 2
+    again = G.fine_tune_query_model(examples, steps=2, batch_size=2, tokenizer=tok, model=model, cache=cache, seed=1)
+    assert again.model_name == qm.model_name  # seeded: the same adapter, the same cache entries
+    other = G.fine_tune_query_model(examples, steps=3, batch_size=2, tokenizer=tok, model=model, cache=cache, seed=1)
+    assert other.model_name != qm.model_name
+    req = G.level_requests(["d1", "d2"], {1: 1.0, 2: 1.0})
+    gen = G.generate(qm, tiny_data, req, max_new_tokens=4)
+    assert len(gen) == 2 and gen["query"].map(lambda x: isinstance(x, str)).all()
+    G.generate(qm, tiny_data, req, max_new_tokens=4)
+    assert qm.usage.cache_hits == 2
+    with pytest.raises(G.GradedError, match="empty query"):
+        G.fine_tune_query_model([("p", " ")], steps=1, tokenizer=tok, model=model)
+
+
+def test_recipe_on_the_tiny_fixture(tiny_data, tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    report = G.recipe(tiny_data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=2, n_docs=8,
+                      rounds=2, score_steps=2, per_level=4, batch_size=4, max_length=32, threshold=0.0)
+    assert report["recipe"] == "graded" and report["steps"] == 2
+    assert set(report) >= {"before", "after", "comparison", "seconds", "llm_usage", "train_pairs"}
+    assert report["train_pairs"] == sum(report["histogram_after"].values())
+    loaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    assert loaded.encode(["a query"]).shape[1] == tiny_model.get_sentence_embedding_dimension()
+
+
+def test_recipe_without_a_train_split(tiny_data, tiny_model, tmp_path):
+    data = type(tiny_data)(tiny_data.corpus, tiny_data.queries, {"test": tiny_data.qrels["test"]})
+    report = G.recipe(data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=1, n_docs=6,
+                      rounds=1, score_steps=1, per_level=3, batch_size=4, max_length=32, threshold=0.0)
+    assert report["human_pairs"] > 0 and (tmp_path / "model").exists()
