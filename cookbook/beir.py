@@ -61,6 +61,11 @@ class RetrievalData:
     def eval_pairs(self) -> set[tuple[str, str]]:
         """(source, target) document pairs behind dev and test queries (empty for plain BEIR)."""
         pairs = set()
+        if self.graph is not None and not any("source" in m for m in self.query_meta.values()):
+            import warnings
+
+            warnings.warn(f"dataset {self.name!r} has a graph but no query_meta with the source of its "
+                          "evaluation queries: the leak guard has no edges to block", stacklevel=2)
         for m in self.query_meta.values():
             if m.get("split") in ("dev", "test") and "source" in m:
                 # the same description can be written in several docstrings: block every one
@@ -171,8 +176,48 @@ def read_qrels(path, corpus: dict | None = None, queries: dict | None = None):
     return qrels
 
 
+def read_edges(path, corpus: dict):
+    """Read an ``edges.jsonl`` (``source``, ``target``, ``type``) into a networkx ``MultiDiGraph``.
+
+    Every corpus document is a node (with its ``title`` and, when present, ``kind`` and
+    ``package``); an edge naming an unknown document is an error. This is the graph that the
+    knowledge-graph notebooks (50, 51) read, so the graph recipes run on a user's own graph.
+
+    Taught in: notebooks/50_build_knowledge_graph.ipynb
+    """
+    import networkx as nx
+
+    graph = nx.MultiDiGraph()
+    for doc_id, doc in corpus.items():
+        attrs = {k: doc[k] for k in ("kind", "package") if k in doc}
+        graph.add_node(doc_id, title=doc.get("title") or doc_id, **attrs)
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(path, number, None, f"invalid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DataFormatError(path, number, None, "expected a JSON object")
+            for name in ("source", "target", "type"):
+                if not isinstance(row.get(name), str) or not row[name]:
+                    raise DataFormatError(path, number, name, "missing or not a non-empty string")
+            for name in ("source", "target"):
+                if row[name] not in corpus:
+                    raise DataFormatError(path, number, name, f"unknown document {row[name]!r}")
+            graph.add_edge(row["source"], row["target"], key=row["type"], type=row["type"])
+    return graph
+
+
 def load_beir(folder, splits: tuple[str, ...] | None = None) -> RetrievalData:
     """Load a BEIR-format folder; every qrels file found under ``qrels/`` becomes a split.
+
+    An optional ``edges.jsonl`` (``source``, ``target``, ``type``) becomes ``data.graph``;
+    an optional ``query_meta.jsonl`` holds per-query fields (the API-docs corpus keeps the
+    source and target of each description there, which the leak guards read).
 
     Taught in: notebooks/10_explore_query_document_pairs.ipynb
     """
@@ -192,14 +237,15 @@ def load_beir(folder, splits: tuple[str, ...] | None = None) -> RetrievalData:
     manifest = {}
     if (folder / "manifest.json").exists():
         manifest = json.loads((folder / "manifest.json").read_text())
-    return RetrievalData(corpus, queries, qrels, meta, None, manifest, name=folder.name)
+    graph = read_edges(folder / "edges.jsonl", corpus) if (folder / "edges.jsonl").exists() else None
+    return RetrievalData(corpus, queries, qrels, meta, graph, manifest, name=folder.name)
 
 
 # --------------------------------------------------------------------------- writing
 
 
 def write_beir(data: RetrievalData, folder) -> Path:
-    """Write ``data`` as a BEIR folder (plus ``query_meta.jsonl`` when present)."""
+    """Write ``data`` as a BEIR folder (plus ``edges.jsonl`` and ``query_meta.jsonl`` when present)."""
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as out:
@@ -214,6 +260,10 @@ def write_beir(data: RetrievalData, folder) -> Path:
             for qid, docs in rows.items():
                 for doc_id, grade in docs.items():
                     out.write(f"{qid}\t{doc_id}\t{int(grade)}\n")
+    if data.graph is not None:
+        with (folder / "edges.jsonl").open("w", encoding="utf-8") as out:
+            for source, target, kind in sorted(data.graph.edges(keys=True)):
+                out.write(json.dumps({"source": source, "target": target, "type": kind}) + "\n")
     if data.query_meta:
         with (folder / "query_meta.jsonl").open("w", encoding="utf-8") as out:
             for qid, meta in data.query_meta.items():

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cookbook {build,bench,run-notebooks,results}``.
+"""Command line: ``python -m cookbook {build,bench,run-notebooks,results,recipe}``.
 
 * ``build``          build (or load) the API-docs corpus for a profile and print its manifest
 * ``bench``          print the benchmark table (see :mod:`cookbook.bench`)
@@ -7,6 +7,8 @@
                      ``data/results/<profile>/*.json``; ``--update-readme`` writes RESULTS.md (every
                      profile), that profile's block in README.md and the times table (see
                      :mod:`cookbook.results`)
+* ``recipe NAME``    run a training recipe on a BEIR folder: ``--data DIR --out DIR [--set k=v]``
+                     writes a loadable model and a report (see :mod:`cookbook.recipes`)
 """
 
 from __future__ import annotations
@@ -101,6 +103,34 @@ def _results(args) -> int:
     return 0
 
 
+def _parse_sets(items: list[str] | None) -> dict:
+    """``--set key=value`` pairs; values are read as JSON when they parse (numbers, lists)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _recipe(args) -> int:
+    from cookbook import recipes
+    from cookbook.beir import DataFormatError
+
+    try:
+        report = recipes.run(args.name, args.data, args.out, **_parse_sets(args.set))
+    except (recipes.RecipeError, DataFormatError, TypeError) as err:
+        print(f"cookbook recipe {args.name}: {err}", file=sys.stderr)
+        return 2
+    print(recipes.report_markdown(report))
+    print(f"model: {Path(args.out) / 'model'}\nreport: {Path(args.out) / 'report.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cookbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,5 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="the profile the README shows (default laptop)")
     p.add_argument("--update-readme", action="store_true", help="write RESULTS.md and the README blocks")
     p.set_defaults(func=_results)
+    p = sub.add_parser("recipe", help="run a training recipe on a BEIR folder and save the model")
+    p.add_argument("name", help="promptagator, customir, scincl, graded, bixse, reranker, revela")
+    p.add_argument("--data", required=True, help="a BEIR folder (or 'apidocs' for the built-in corpus)")
+    p.add_argument("--out", required=True, help="where the model folder and the report go")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a recipe size, e.g. docs=200")
+    p.set_defaults(func=_recipe)
     args = parser.parse_args(argv)
     return args.func(args)

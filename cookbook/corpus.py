@@ -337,7 +337,7 @@ def graded_qrels(target: str, typed_by_node: dict[str, list[tuple[str, str]]], d
             topic.append(n)
     for n in sorted(near):
         topic.extend(m for m, t in typed_by_node.get(n, []) if t == "see_also")
-    parents = [n for n, t in typed_by_node.get(target, []) if t == "contains" and docs[n]["kind"] != "function"]
+    parents = [n for n, t in typed_by_node.get(target, []) if t == "contains" and docs[n].get("kind") != "function"]
     for parent in parents:
         siblings = [m for m, t in typed_by_node.get(parent, []) if t == "contains"]
         if len(siblings) <= 40:
@@ -452,25 +452,6 @@ def _cache_key(max_docs: int | None, seed: int) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _write_edges(data: RetrievalData, folder: Path) -> None:
-    with (folder / "edges.jsonl").open("w", encoding="utf-8") as out:
-        for s, t, k in sorted(data.graph.edges(keys=True)):
-            out.write(json.dumps({"source": s, "target": t, "type": k}) + "\n")
-
-
-def _read_graph(data: RetrievalData, folder: Path):
-    import networkx as nx
-
-    graph = nx.MultiDiGraph()
-    for d, doc in data.corpus.items():
-        graph.add_node(d, kind=doc["kind"], package=doc["package"], title=d)
-    with (folder / "edges.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            graph.add_edge(row["source"], row["target"], key=row["type"], type=row["type"])
-    return graph
-
-
 def load_apidocs(profile: str | None = None, max_docs: int | None = -1, seed: int = SEED,
                  cache_dir: Path | None = None, rebuild: bool = False) -> RetrievalData:
     """The API-docs dataset for a profile, from the cache under ``data/cache`` or built anew.
@@ -487,16 +468,14 @@ def load_apidocs(profile: str | None = None, max_docs: int | None = -1, seed: in
         max_docs = DEFAULT_MAX_DOCS[read_profile(profile).name]
     folder = Path(cache_dir or CACHE_DIR) / "apidocs" / _cache_key(max_docs, seed)
     if not rebuild and (folder / "manifest.json").exists():
-        data = load_beir(folder)
-        data.graph = _read_graph(data, folder)
+        data = load_beir(folder)  # reads edges.jsonl into data.graph
         data.name = "apidocs"
         if data.manifest.get("checksum") == checksum(data):
             return data
     data = build_apidocs(max_docs, seed)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_beir(data, tmp)
-    _write_edges(data, tmp)
+    write_beir(data, tmp)  # corpus, queries, qrels, edges.jsonl, query_meta.jsonl
     (tmp / "manifest.json").write_text(json.dumps(data.manifest, indent=1, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -21,12 +21,14 @@ from cookbook.config import SEED
 def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         batch_size: int = 16, learning_rate: float = 2e-5, warmup: float = 0.0,
         no_duplicates: bool = False, seed: int = SEED, output_dir: str | None = None,
-        progress: bool = False, logging_steps: int | None = None) -> dict:
+        progress: bool = False, logging_steps: int | None = None, prompts: dict | str | None = None) -> dict:
     """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
 
     ``max_steps`` > 0 overrides ``epochs``. ``warmup`` below 1 is a share of the steps, from 1
     up a number of steps (the transformers convention). ``no_duplicates=True`` keeps a text out
-    of a batch twice, which in-batch-negative losses need (MNRL, BiXSE). Returns ``{"steps",
+    of a batch twice, which in-batch-negative losses need (MNRL, BiXSE). ``prompts`` are
+    prepended per column for e5/bge-style models (``{"anchor": "query: ", "positive":
+    "passage: "}``), as sentence-transformers' trainer does. Returns ``{"steps",
     "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows).
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
@@ -48,6 +50,7 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
             batch_sampler=BatchSamplers.NO_DUPLICATES if no_duplicates else BatchSamplers.BATCH_SAMPLER,
             logging_steps=logging_steps or (max(1, max_steps // 10) if max_steps > 0 else 10),
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
+            prompts=prompts,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
         if not progress:  # without tqdm the trainer prints every log dict; keep notebooks quiet

@@ -195,3 +195,42 @@ def tiny_embedder(seed: int = 0, dim: int = 32):
     transformer = Transformer(str(folder), max_seq_length=64)
     pooling = Pooling(dim, pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
+
+
+def tiny_causal_lm(seed: int = 0, dim: int = 32) -> Path:
+    """A randomly initialised two-layer Llama (grouped-query attention) saved as a model folder.
+
+    For fast tests of the LLM recipes: it uses the offline generator's tokenizer, so prompts
+    tokenise as in real runs, and ``COOKBOOK_MODEL_GENERATOR=<this folder>`` makes every
+    recipe use it. Its output is noise; only the plumbing is under test.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = CACHE_DIR / "models" / f"tiny-llama-{dim}-seed{seed}"
+    if (folder / "model.safetensors").exists():
+        return folder
+    source = str(cached_lm_folder("generator")) if _gguf_file("generator") else resolve("embedder")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=dim, intermediate_size=2 * dim,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    LlamaForCausalLM(config).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def tiny_embedder_folder(seed: int = 0, dim: int = 32) -> Path:
+    """The folder behind :func:`tiny_embedder` (for ``COOKBOOK_MODEL_EMBEDDER=<folder>``)."""
+    tiny_embedder(seed, dim)
+    return CACHE_DIR / "models" / f"tiny-bert-{dim}-seed{seed}"

@@ -174,13 +174,32 @@ def false_negative_rate(negatives: pd.DataFrame, labels: dict[int, dict[str, int
 
 
 def doc_labels(data, doc_ids) -> dict[str, dict[str, int]]:
-    """Structure-derived grades around each document, by the rule that made the qrels
+    """Graded labels around each document, to label generated queries by their source.
+
+    With a graph (the API docs): the structure-derived grades of the rule that made the qrels
     (3 the document, 2 its see_also neighbours and same-name twins, 1 same topic), computed on
-    the training graph (evaluation edges removed). Labels generated queries by their source.
+    the training graph (evaluation edges removed). Without one (a plain BEIR folder): the
+    document itself at the top grade, plus every document that a judged query of any split
+    marks relevant together with it, at the lower of the two grades. Used to *measure* false
+    negatives only; no label from here reaches a training set.
 
     Taught in: notebooks/21_adapt_to_known_corpus_customir.ipynb
     """
     from collections import defaultdict
+
+    wanted = list(dict.fromkeys(doc_ids))
+    if data.graph is None:
+        top = max((g for rows in data.qrels.values() for docs in rows.values() for g in docs.values()),
+                  default=1)
+        out = {d: {d: top} for d in wanted}
+        for rows in data.qrels.values():
+            for docs in rows.values():
+                relevant = {d: g for d, g in docs.items() if g > 0}
+                for d in relevant.keys() & out.keys():
+                    for other, g in relevant.items():
+                        if other != d:
+                            out[d][other] = max(out[d].get(other, 0), min(g, relevant[d]))
+        return out
 
     from cookbook.corpus import graded_qrels
 
@@ -189,7 +208,7 @@ def doc_labels(data, doc_ids) -> dict[str, dict[str, int]]:
         typed[s].append((t, kind))
         typed[t].append((s, kind))
     return {d: {n: g for n, g in graded_qrels(d, typed, data.corpus).items() if n in data.corpus}
-            for d in dict.fromkeys(doc_ids)}
+            for d in wanted}
 
 
 def triplets(verified: pd.DataFrame, data, pairs: pd.DataFrame | None = None, *,
@@ -205,7 +224,8 @@ def triplets(verified: pd.DataFrame, data, pairs: pd.DataFrame | None = None, *,
 
     from datasets import Dataset
 
-    rows = verified[verified["verified"]] if only_verified and "verified" in verified else verified
+    rows = (verified[verified["verified"].astype(bool)] if only_verified and "verified" in verified
+            else verified)
     rows = rows.sort_values(["pair", "neg_rank"] if "neg_rank" in rows else ["pair"])
     first = rows.groupby("pair", sort=True).head(1)
     best = dict(zip(first["pair"], first["neg_id"]))

@@ -32,6 +32,13 @@ import pandas as pd
 from cookbook.config import SEED
 
 INSTRUCTION = "Write a short search query that the documentation entry answers.\n\n"
+#: The instruction for any other corpus (``promptagator(instruction=...)`` sets your own).
+GENERIC_INSTRUCTION = "Write a short search query that the document answers.\n\n"
+
+
+def default_instruction(data) -> str:
+    """The API-docs instruction for the built-in corpus, a corpus-neutral one for any other."""
+    return INSTRUCTION if getattr(data, "name", "") == "apidocs" else GENERIC_INSTRUCTION
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -45,11 +52,13 @@ def _clip(text: str, words: int) -> str:
 
 
 def few_shot_examples(data, k: int = 8, seed: int = SEED, min_words: int = 2,
-                      max_words: int = 10) -> list[dict]:
-    """Up to ``k`` (doc_id, query) examples from the TRAIN split's human-written descriptions.
+                      max_words: int = 10, group=lambda doc: doc.get("package", "")) -> list[dict]:
+    """Up to ``k`` (doc_id, query) examples from the TRAIN split's human-written queries.
 
-    Never dev or test queries (asserted). One example per target document, spread over
-    packages (round robin) so the prompt shows the variety of the corpus.
+    Never dev or test queries (asserted). One example per target document, spread over the
+    groups that ``group(doc)`` names (round robin; API docs: the package) so the prompt shows
+    the variety of the corpus. A dataset without a train split has no examples: pass your own
+    to :func:`promptagator` (``examples=``) or run it zero-shot.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
@@ -71,7 +80,7 @@ def few_shot_examples(data, k: int = 8, seed: int = SEED, min_words: int = 2,
         if "<" in text or "http" in text or "`" in text:
             continue
         seen_docs.add(target)
-        by_package[data.corpus[target].get("package", "")].append({"doc_id": target, "query": text})
+        by_package[group(data.corpus[target])].append({"doc_id": target, "query": text})
     rng = random.Random(seed)
     pools = [rng.sample(v, len(v)) for _, v in sorted(by_package.items())]
     rng.shuffle(pools)
@@ -98,11 +107,27 @@ def build_prompt(document: str, examples: list[tuple[str, str]], doc_words: int 
     return f"{instruction}{shots}Document: {_clip(document, doc_words)}\nQuery:"
 
 
-def promptagator_prompts(data, doc_ids, examples: list[dict], doc_words: int = 40,
-                         example_words: int = 24) -> dict[str, str]:
-    """``{doc_id: prompt}`` for the documents to generate queries for."""
-    shots = [(data.doc_text(e["doc_id"]), e["query"]) for e in examples]
-    return {d: build_prompt(data.doc_text(d), shots, doc_words, example_words) for d in doc_ids}
+def _shot(data, example) -> tuple[str, str]:
+    """One few-shot example as (document text, query): a dict with ``doc_id`` (or ``document``)
+    and ``query``, or a ``(document text, query)`` pair."""
+    if isinstance(example, dict):
+        if "query" not in example or not ("doc_id" in example or "document" in example):
+            raise ValueError(f"few-shot example {example!r}: give 'query' and 'doc_id' or 'document'")
+        if "document" in example:
+            return example["document"], example["query"]
+        if example["doc_id"] not in data.corpus:
+            raise ValueError(f"few-shot example names unknown document {example['doc_id']!r}")
+        return data.doc_text(example["doc_id"]), example["query"]
+    document, query = example
+    return document, query
+
+
+def promptagator_prompts(data, doc_ids, examples: list, doc_words: int = 40,
+                         example_words: int = 24, instruction: str | None = None) -> dict[str, str]:
+    """``{doc_id: prompt}`` for the documents to generate queries for (no examples: zero-shot)."""
+    shots = [_shot(data, e) for e in examples]
+    instruction = default_instruction(data) if instruction is None else instruction
+    return {d: build_prompt(data.doc_text(d), shots, doc_words, example_words, instruction) for d in doc_ids}
 
 
 def generate_queries(llm, prompts: dict[str, str], n: int = 3, temperature: float = 0.8,
@@ -122,34 +147,44 @@ def generate_queries(llm, prompts: dict[str, str], n: int = 3, temperature: floa
     return pd.DataFrame(rows, columns=["doc_id", "sample", "query"])
 
 
-def clean(df: pd.DataFrame, data, examples: list[dict], min_words: int = 2,
-          max_words: int = 16) -> pd.DataFrame:
+def _dotted_names(doc_id: str, doc: dict) -> set[str]:
+    """The names a query may not merely repeat: title and id, and their last dotted part."""
+    title = doc.get("title") or doc_id
+    return {title, title.split(".")[-1], doc_id, doc_id.split(".")[-1]}
+
+
+def clean(df: pd.DataFrame, data, examples: list, min_words: int = 2,
+          max_words: int = 16, names=_dotted_names) -> pd.DataFrame:
     """Label each generated query with why it is dropped (``reason``; "" = kept).
 
-    Reasons: ``empty``; ``too short``/``too long``; ``only the name`` (the object's qualified
-    or short name); ``copied example`` (a few-shot query); ``duplicate`` (a query already
-    kept, for this or another document).
+    Reasons: ``empty``; ``too short``/``too long``; ``only the name`` (one of
+    ``names(doc_id, doc)``: by default the title and id and, for dotted API names, their last
+    part); ``copied example`` (a few-shot query); ``evaluation query`` (the text of a dev or
+    test query: it would leak into training); ``duplicate`` (a query already kept, for this or
+    another document).
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    shots = {normalize(e["query"]) for e in examples}
+    shots = {normalize(e["query"] if isinstance(e, dict) else e[1]) for e in examples}
+    held_out = {normalize(data.queries[q]) for s in ("dev", "test") for q in data.qrels.get(s, {})}
     seen: set[str] = set()
     reasons = []
     for d, q in zip(df["doc_id"], df["query"]):
         norm = normalize(q)
         n = len(norm.split())
-        title = data.corpus[d].get("title") or d
-        names = {normalize(title), normalize(title.split(".")[-1]), normalize(d), normalize(d.split(".")[-1])}
+        own = {normalize(name) for name in names(d, data.corpus[d])}
         if not norm:
             reason = "empty"
-        elif n < min_words and norm not in names:
+        elif n < min_words and norm not in own:
             reason = "too short"
         elif n > max_words:
             reason = "too long"
-        elif norm in names:
+        elif norm in own:
             reason = "only the name"
         elif norm in shots:
             reason = "copied example"
+        elif norm in held_out:
+            reason = "evaluation query"
         elif norm in seen:
             reason = "duplicate"
         else:
@@ -226,7 +261,8 @@ class QueryGenResult:
     usage: dict = field(default_factory=dict)
 
 
-def promptagator(data, llm, index, doc_ids, *, n_examples: int = 8, n_samples: int = 3,
+def promptagator(data, llm, index, doc_ids, *, examples: list | None = None,
+                 instruction: str | None = None, n_examples: int = 8, n_samples: int = 3,
                  consistency_k: int = 10, ql_keep: int | None = None, temperature: float = 0.8,
                  top_p: float = 0.95, top_k: int = 40, max_new_tokens: int = 24,
                  seed: int = SEED) -> QueryGenResult:
@@ -234,10 +270,23 @@ def promptagator(data, llm, index, doc_ids, *, n_examples: int = 8, n_samples: i
     consistency (source doc in the base retriever's top ``consistency_k``) -> optional QL
     reranking (keep the ``ql_keep`` most likely per document).
 
+    ``examples``: your own few-shot pairs (dicts with ``query`` and ``doc_id`` or ``document``,
+    or ``(document, query)`` tuples); ``[]`` runs zero-shot. ``None`` takes up to ``n_examples``
+    from the train split, or runs zero-shot (with a warning) when the data has none.
+    ``instruction``: the prompt's first line (default: :func:`default_instruction`).
+
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    examples = few_shot_examples(data, n_examples, seed=seed)
-    prompts = promptagator_prompts(data, doc_ids, examples)
+    if examples is None:
+        if data.qrels.get("train"):
+            examples = few_shot_examples(data, n_examples, seed=seed)
+        else:
+            import warnings
+
+            warnings.warn(f"dataset {data.name!r} has no train split: generating zero-shot "
+                          "(pass examples=[...] to give few-shot pairs)", stacklevel=2)
+            examples = []
+    prompts = promptagator_prompts(data, doc_ids, examples, instruction=instruction)
     with llm.track() as usage:
         raw = generate_queries(llm, prompts, n=n_samples, temperature=temperature, top_p=top_p,
                                top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
@@ -273,7 +322,7 @@ def fine_tune(model, train_dataset, *, output_dir: str | Path | None = None, epo
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     from cookbook.finetune import fit
 

@@ -78,15 +78,21 @@ class BM25Index:
 class DenseIndex:
     """Embed a corpus once with a SentenceTransformer; search by cosine similarity.
 
+    ``query_prompt`` / ``document_prompt`` are prepended for embedders trained with them
+    (e5: ``"query: "`` and ``"passage: "``; bge: an instruction before queries only).
+
     Taught in: notebooks/10_explore_query_document_pairs.ipynb
     """
 
     def __init__(self, model, corpus, batch_size: int = 64, faiss_threshold: int = 200_000,
-                 show_progress_bar: bool = False):
+                 show_progress_bar: bool = False, query_prompt: str | None = None,
+                 document_prompt: str | None = None):
         self.model = model
         self.ids, texts = _texts(corpus)
         self.batch_size = batch_size
-        self.embeddings = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        self.query_prompt = query_prompt
+        self.embeddings = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                 prompt=document_prompt)
         self.faiss_index = None
         if len(self.ids) > faiss_threshold:
             try:
@@ -101,7 +107,7 @@ class DenseIndex:
         qids = list(queries)
         if not qids:
             return {}
-        q = encode(self.model, [queries[x] for x in qids], batch_size=self.batch_size)
+        q = encode(self.model, [queries[x] for x in qids], batch_size=self.batch_size, prompt=self.query_prompt)
         k = min(k, len(self.ids))
         if self.faiss_index is not None:
             scores, idx = self.faiss_index.search(q, k)
@@ -110,12 +116,29 @@ class DenseIndex:
         return _top_k(q @ self.embeddings.T, self.ids, qids, k)
 
 
-def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
-    """Normalised float32 embeddings: exactly ``SentenceTransformer.encode`` with fixed options."""
+def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False,
+           prompt: str | None = None, pool=None) -> np.ndarray:
+    """Normalised float32 embeddings: exactly ``SentenceTransformer.encode`` with fixed options.
+
+    ``prompt`` is prepended to every text (``"query: "`` for e5-style models). ``pool`` is a
+    multi-process pool from :func:`start_pool`: the texts are split over its processes (or
+    GPUs), which is how a large corpus is encoded on many cores.
+    """
     return model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=show_progress_bar, prompt=prompt, pool=pool,
     ).astype(np.float32, copy=False)
+
+
+def start_pool(model, processes: int = 2):
+    """A sentence-transformers multi-process pool of ``processes`` CPU workers (or every GPU).
+
+    Pass it to :func:`encode` as ``pool=``; stop it with ``model.stop_multi_process_pool(pool)``.
+    """
+    import torch
+
+    devices = None if torch.cuda.is_available() else ["cpu"] * processes
+    return model.start_multi_process_pool(target_devices=devices)
 
 
 def bm25_search(corpus, queries: Mapping[str, str], k: int = 100) -> Run:

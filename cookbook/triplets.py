@@ -613,12 +613,16 @@ def dense_run(query_emb, qids: list[str], doc_emb, doc_ids: list[str], k: int = 
 
 
 def evaluate_encoder(model, data, *, split: str = "test", k: int = 100, batch_size: int = 64,
-                     task: RelatedTask | None = None, main_queries: bool = True) -> dict:
+                     task: RelatedTask | None = None, main_queries: bool = True,
+                     related: bool | None = None) -> dict:
     """Encode the corpus once; score related-object retrieval and (optionally) the split's queries.
 
     Returns ``{"related": (summary, per_query, run), "queries": (summary, per_query, run),
     "seconds": float}``; summaries come from :func:`cookbook.evaluate.evaluate`. The
     related-object queries are corpus documents, so their vectors are reused, not re-encoded.
+    ``related=None`` scores the related-object task only when the data has one (held-out
+    source/target pairs in ``query_meta``, as the API docs do); a plain BEIR folder gets the
+    query evaluation alone.
 
     Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
     """
@@ -627,13 +631,17 @@ def evaluate_encoder(model, data, *, split: str = "test", k: int = 100, batch_si
     from cookbook.evaluate import evaluate
 
     started = time.perf_counter()
-    task = task or related_object_task(data, split)
+    if related is None:
+        related = task is not None or any("source" in m for m in data.query_meta.values())
     ids, emb = encode_corpus(model, data, batch_size=batch_size)
-    row = {d: i for i, d in enumerate(ids)}
-    qids = list(task.queries)
-    q_emb = emb[torch.tensor([row[task.source[q]] for q in qids], dtype=torch.long)]
-    run = dense_run(q_emb, qids, emb, ids, k=k, exclude=task.source)
-    out = {"related": (*evaluate(run, task.qrels), run)}
+    out = {}
+    if related:
+        task = task or related_object_task(data, split)
+        row = {d: i for i, d in enumerate(ids)}
+        qids = list(task.queries)
+        q_emb = emb[torch.tensor([row[task.source[q]] for q in qids], dtype=torch.long)]
+        run = dense_run(q_emb, qids, emb, ids, k=k, exclude=task.source)
+        out["related"] = (*evaluate(run, task.qrels), run)
     if main_queries:
         queries = data.split_queries(split)
         qq = list(queries)

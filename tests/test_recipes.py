@@ -1,0 +1,133 @@
+"""Every recipe through the CLI on a plain BEIR folder: binary labels, no train split, a graph."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cookbook import beir, cli, evaluate, models, recipes
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "data" / "fixtures" / "binary_beir"
+
+# Sizes that make each recipe run in seconds with the tiny random models. The tiny embedder
+# ranks at random, so round-trip consistency is opened to the whole corpus.
+TINY = {
+    "promptagator": {"docs": 16, "n_samples": 2, "consistency_k": 300, "batch_size": 4},
+    "customir": {"docs": 16, "n_samples": 2, "consistency_k": 300, "range_max": 5, "batch_size": 4},
+    "scincl": {"epochs": 2, "steps": 2, "batch_size": 4, "max_anchors": 40},
+    "graded": {"smoke": True},
+    "bixse": {"smoke": True},
+    "reranker": {"n_docs": 8, "n_samples": 2, "group_size": 4, "label_depth": 6, "batch_size": 2,
+                 "rerank_depth": 5, "max_length": 64},
+    "revela": {"steps": 2, "batch_size": 4, "chunk_tokens": 32, "max_chunks": 64},
+}
+
+
+@pytest.fixture
+def tiny_models(monkeypatch, tmp_path):
+    monkeypatch.setenv("COOKBOOK_MODEL_EMBEDDER", str(models.tiny_embedder_folder()))
+    monkeypatch.setenv("COOKBOOK_MODEL_GENERATOR", str(models.tiny_causal_lm()))
+    monkeypatch.setenv("COOKBOOK_LLM_CACHE", str(tmp_path / "llm.sqlite"))
+
+
+def test_fixture_is_what_its_script_writes(tmp_path):
+    sys.path.insert(0, str(FIXTURE.parent))
+    try:
+        import make_binary_beir
+    finally:
+        sys.path.pop(0)
+    fresh = make_binary_beir.write(tmp_path / "binary_beir")
+    for path in sorted(FIXTURE.rglob("*.*")):
+        if path.suffix in (".jsonl", ".tsv"):
+            assert path.read_bytes() == (fresh / path.relative_to(FIXTURE)).read_bytes(), path.name
+    data = beir.load_beir(FIXTURE)
+    assert set(data.qrels) == {"test"} and len(data.corpus) >= 200
+    assert {g for docs in data.qrels["test"].values() for g in docs.values()} == {1}
+    assert data.graph.number_of_edges() > 0 and set(data.graph.nodes) == set(data.corpus)
+
+
+@pytest.mark.parametrize("name", list(recipes.RECIPES))
+def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_models, tmp_path, capsys):
+    out = tmp_path / name
+    sets = [f"{k}={json.dumps(v)}" for k, v in TINY[name].items()]
+    code = cli.main(["recipe", name, "--data", str(FIXTURE), "--out", str(out),
+                     *[a for s in sets for a in ("--set", s)]])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == name
+    assert set(report["before"]) >= {"nDCG@10", "R@10"} and set(report["after"]) >= {"nDCG@10", "R@10"}
+    assert all(0.0 <= v <= 1.0 for v in report["after"].values())
+    assert report["seconds"] > 0
+    assert (out / "report.md").read_text().startswith(f"# Recipe `{name}`")
+    if name == "reranker":
+        from sentence_transformers import CrossEncoder
+
+        scores = CrossEncoder(str(out / "model")).predict([("kettle leaks", "A kettle that leaks water")])
+        assert len(scores) == 1
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        assert SentenceTransformer(str(out / "model")).encode(["kettle leaks"]).shape[0] == 1
+
+
+def test_recipe_report_on_binary_labels_uses_threshold_one(tiny_models, tmp_path):
+    report = recipes.run("promptagator", FIXTURE, tmp_path / "p", **TINY["promptagator"])
+    assert report["relevance"] == {"max_grade": 1, "recall": 1, "top": 1}
+    assert report["train_pairs"] >= 2 and report["few_shot_examples"] == 0  # zero-shot: no train split
+    assert report["llm_usage"]["calls"] > 0
+
+
+def test_bad_input_gets_a_clear_error_and_keeps_what_was_computed(tiny_models, tmp_path, capsys):
+    assert cli.main(["recipe", "nonsense", "--data", str(FIXTURE), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown recipe 'nonsense'; choose one of promptagator" in capsys.readouterr().err
+    assert cli.main(["recipe", "promptagator", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURE, broken)
+    with (broken / "qrels" / "test.tsv").open("a") as handle:
+        handle.write("q001\tkettle/leak\tvery\n")
+    assert cli.main(["recipe", "promptagator", "--data", str(broken), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "test.tsv, line 62: field 'score': grade must be an integer, got 'very'" in err
+    (broken / "qrels" / "test.tsv").write_text((FIXTURE / "qrels" / "test.tsv").read_text())
+    (broken / "edges.jsonl").write_text('{"source": "kettle/leak", "target": "nowhere", "type": "x"}\n')
+    assert cli.main(["recipe", "scincl", "--data", str(broken), "--out", str(tmp_path / "x")]) == 2
+    assert "edges.jsonl, line 1: field 'target': unknown document 'nowhere'" in capsys.readouterr().err
+    (broken / "edges.jsonl").unlink()
+    assert cli.main(["recipe", "scincl", "--data", str(broken), "--out", str(tmp_path / "x")]) == 2
+    assert "has no graph: the scincl recipe needs an edges.jsonl" in capsys.readouterr().err
+
+
+def test_a_second_run_replays_the_llm_cache(tiny_models, tmp_path):
+    first = recipes.run("promptagator", FIXTURE, tmp_path / "a", **TINY["promptagator"])
+    again = recipes.run("promptagator", FIXTURE, tmp_path / "b", **TINY["promptagator"])
+    assert again["llm_usage"]["cache_hits"] == first["llm_usage"]["items"] > 0
+    assert again["llm_usage"]["items"] == 0
+    assert again["train_pairs"] == first["train_pairs"]
+
+
+def test_two_process_torchrun_fine_tune_loads(tmp_path, tiny_models):
+    """The same fine-tuning helper under DistributedDataParallel: 2 CPU processes, gloo."""
+    out = tmp_path / "ddp"
+    script = ROOT / "tests" / "ddp_fine_tune.py"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "ddp.json").read_text())
+    assert info["world_size"] == 2 and info["steps"] == 3
+    from sentence_transformers import SentenceTransformer
+
+    emb = SentenceTransformer(str(out / "model")).encode(["kettle leaks"])
+    assert emb.shape == (1, 32)
+
+
+def test_binary_evaluation_of_a_perfect_run_through_load_beir():
+    data = beir.load_beir(FIXTURE)
+    perfect = {q: {d: 1.0 for d in docs} for q, docs in data.qrels["test"].items()}
+    summary, _ = evaluate.evaluate(perfect, data.qrels["test"], measures=tuple(evaluate.MEASURES))
+    assert all(v == pytest.approx(1.0) for v in summary.values())
