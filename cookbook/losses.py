@@ -1,0 +1,571 @@
+"""BiXSE: binary cross-entropy over graded relevance with in-batch negatives, for bi-encoders.
+
+The loss follows our reading of Tsirigotis et al., "BiXSE: Improving Dense Retrieval via
+Probabilistic Graded Relevance Distillation" (COLM 2025, arXiv 2508.06781), whose code is not
+public. For a batch of ``B`` labelled pairs ``(q_i, d_i, y_i)`` with ``y_i`` in ``[0, 1]``::
+
+    z_ij = t * cos(q_i, d_j) + b          t = exp(t') > 0 and b learnable (start t = 10, b = -10)
+    y_ij = y_i if i == j else 0           the other queries' documents are negatives
+    loss = mean_ij BCEWithLogits(z_ij, y_ij)
+
+Every pair contributes, whatever its grade: a grade-0 pair is a labelled negative, a grade-2
+pair a "probably relevant" target, so one judged document per query is enough (InfoNCE can only
+use the positives). The bias starts far below zero (SigLIP-style, Zhai et al. 2023) because
+each row holds one target against ``B - 1`` negatives.
+
+sentence-transformers has no such bi-encoder loss (its ``BinaryCrossEntropyLoss`` scores
+cross-encoder pairs), so :class:`BiXSELoss` is one, with the same interface as its losses.
+Around it:
+
+* targets: :class:`GradeTargets` (grade / top grade) and :func:`llm_targets` (the small LLM's
+  query likelihood, calibrated to P(grade >= threshold) with a logistic fit, :func:`fit_logistic`);
+* data: :func:`draw_labelled_pairs` (one judged or retrieved document per query, so every grade
+  occurs), :func:`pairs_dataset`, :func:`validate_dataset`, :func:`corrupt_labels` (label noise);
+* measures: :func:`pair_scores` and :func:`fine_distinction_accuracy` (is a grade-2 document
+  scored above a grade-1 one?);
+* :func:`recipe`: the whole technique on any :class:`cookbook.beir.RetrievalData`.
+
+Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cookbook.config import SEED
+
+try:  # torch is a dependency; only the base class is needed at import time
+    from torch import nn as _nn
+
+    _Module = _nn.Module
+except ImportError:  # pragma: no cover
+    _Module = object
+
+
+class BiXSEInputError(ValueError):
+    """Labels or a dataset that BiXSE cannot train on (missing, NaN, outside [0, 1], bad shape)."""
+
+
+# ------------------------------------------------------------------------------------ targets
+
+
+class GradeTargets:
+    """The structural target mapping ``grade / max_grade`` (grades 0-3 -> 0, 1/3, 2/3, 1).
+
+    Binary labels (``max_grade=1``) stay 0 and 1. Grades outside ``[0, max_grade]`` are an error.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+
+    def __init__(self, max_grade: int = 3):
+        if not max_grade or max_grade <= 0:
+            raise BiXSEInputError(f"max_grade={max_grade!r} must be a positive grade")
+        self.max_grade = max_grade
+
+    def __call__(self, grades):
+        return grades / self.max_grade
+
+    def __repr__(self) -> str:
+        return f"GradeTargets(max_grade={self.max_grade})"
+
+
+def check_targets(values, where: str = "labels") -> None:
+    """Raise :class:`BiXSEInputError` unless every value is a finite number in ``[0, 1]``.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=float).ravel()
+    bad_nan = np.flatnonzero(~np.isfinite(arr))
+    if len(bad_nan):
+        raise BiXSEInputError(f"{where}: {len(bad_nan)} value(s) are NaN or infinite "
+                              f"(first at position {int(bad_nan[0])})")
+    bad = np.flatnonzero((arr < 0) | (arr > 1))
+    if len(bad):
+        raise BiXSEInputError(
+            f"{where}: {len(bad)} value(s) outside [0, 1] (first: {arr[bad[0]]!r} at position "
+            f"{int(bad[0])}); map grades to probabilities first, e.g. BiXSELoss(model, "
+            f"targets=GradeTargets(3)) or labels = grade / 3")
+
+
+def fit_logistic(x, y, l2: float = 1e-2, weights=None) -> tuple[float, float]:
+    """``(slope, intercept)`` of ``P(y = 1 | x) = sigmoid(slope * x + intercept)``, by maximum likelihood.
+
+    A small L2 penalty (on standardised ``x``) keeps the fit finite when the classes separate or
+    only one class occurs. scipy's L-BFGS; no scikit-learn needed.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise BiXSEInputError(f"fit_logistic needs two 1-d arrays of the same length, got {x.shape} and {y.shape}")
+    check_targets(y, "fit_logistic labels")
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
+    xs = (x - mu) / sd
+
+    def nll(theta):
+        a, c = theta
+        z = a * xs + c
+        value = -(w * (y * log_expit(z) + (1 - y) * log_expit(-z))).sum() / w.sum() + l2 * (a * a + c * c)
+        p = expit(z)
+        grad = np.array([(w * (p - y) * xs).sum(), (w * (p - y)).sum()]) / w.sum() + 2 * l2 * theta
+        return value, grad
+
+    a, c = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B").x
+    return float(a / sd), float(c - a * mu / sd)
+
+
+def llm_targets(llm, data, pairs: pd.DataFrame, *, threshold: int | None = None,
+                calibration: pd.DataFrame | None = None, max_doc_words: int = 64) -> tuple[pd.Series, dict]:
+    """LLM-derived targets: ``sigmoid(slope * log p(query | doc) + intercept)`` per pair.
+
+    ``log p(query | doc)`` (per query token) comes from ``llm.query_likelihood`` and so goes
+    through the LLM cache. The logistic fit maps it to ``P(grade >= threshold)`` on the
+    ``calibration`` pairs (default: ``pairs`` themselves; they need a ``grade`` column);
+    ``threshold`` defaults to the recall threshold of ``data``'s qrels (2 for grades 0-3, 1 for
+    binary labels). The grades enter only through these two numbers. Returns the targets (index
+    of ``pairs``) and ``{"slope", "intercept", "threshold", "ql"}``.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    from cookbook.evaluate import relevance_thresholds
+
+    _check_pairs(pairs, data)
+    calib = pairs if calibration is None else calibration
+    if "grade" not in calib.columns:
+        raise BiXSEInputError("llm_targets: the calibration pairs need a 'grade' column")
+    if threshold is None:
+        all_qrels = {f"{s}/{q}": docs for s, rows in data.qrels.items() for q, docs in rows.items()}
+        threshold = relevance_thresholds(all_qrels)["recall"]
+    frames = [pairs] if calibration is None else [pairs, calib]
+    scored = []
+    for frame in frames:
+        ql = llm.query_likelihood(list(frame["query"]), [data.doc_text(d) for d in frame["doc_id"]],
+                                  max_doc_words=max_doc_words, desc="BiXSE targets")
+        scored.append(np.asarray(ql, dtype=float))
+    ql_pairs, ql_calib = scored[0], scored[-1]
+    slope, intercept = fit_logistic(ql_calib, (calib["grade"].to_numpy() >= threshold).astype(float))
+    from scipy.special import expit
+
+    targets = pd.Series(expit(slope * ql_pairs + intercept), index=pairs.index, name="target_llm")
+    return targets, {"slope": slope, "intercept": intercept, "threshold": int(threshold),
+                     "ql": pd.Series(ql_pairs, index=pairs.index, name="ql")}
+
+
+# --------------------------------------------------------------------------------------- loss
+
+
+class BiXSELoss(_Module):
+    """BiXSE for ``SentenceTransformerTrainer``: BCE over the batch's query x document logits.
+
+    Reads (anchor, positive[, negative ...]) columns and a float label per row (the target of
+    the (anchor, positive) pair; every other document of the batch, including extra negative
+    columns, has target 0). ``targets`` maps the raw labels first (for example
+    ``GradeTargets(3)`` for grades 0-3); after it every label must lie in ``[0, 1]``.
+
+    ``scale`` and ``bias`` start at 10 and -10 and are learned unless ``learn_scale`` /
+    ``learn_bias`` is False; the scale is stored as a log so it stays positive. The trainer's
+    optimizer updates them with the model (it collects the loss's parameters). Adam moves a
+    parameter by about the learning rate per step, which at an encoder's 2e-5 would leave them
+    where they started; ``param_lr_factor`` stores them divided by that factor, so they move
+    about ``param_lr_factor`` times faster (1 turns this off). During training each forward
+    appends ``(scale, bias)`` to ``history``.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+
+    def __init__(self, model, scale: float = 10.0, bias: float = -10.0, *, learn_scale: bool = True,
+                 learn_bias: bool = True, targets=None, param_lr_factor: float = 1000.0):
+        import torch
+
+        super().__init__()
+        if scale <= 0:
+            raise BiXSEInputError(f"scale={scale!r} must be positive")
+        if param_lr_factor <= 0:
+            raise BiXSEInputError(f"param_lr_factor={param_lr_factor!r} must be positive")
+        self.model = model
+        self.targets = targets
+        self.param_lr_factor = float(param_lr_factor)
+        log_scale = torch.tensor(math.log(scale) / self.param_lr_factor)
+        raw_bias = torch.tensor(float(bias) / self.param_lr_factor)
+        self.log_scale = torch.nn.Parameter(log_scale, requires_grad=learn_scale)
+        self.raw_bias = torch.nn.Parameter(raw_bias, requires_grad=learn_bias)
+        self.history: list[tuple[float, float]] = []
+
+    @property
+    def scale(self):
+        """The current scale ``t`` (a tensor that carries the gradient)."""
+        return (self.log_scale * self.param_lr_factor).exp()
+
+    @property
+    def bias(self):
+        """The current bias ``b`` (a tensor that carries the gradient)."""
+        return self.raw_bias * self.param_lr_factor
+
+    def logits(self, queries, documents):
+        """``t * cos(q_i, d_j) + b`` for every query row and document row."""
+        import torch.nn.functional as F
+
+        return self.scale * (F.normalize(queries, dim=-1) @ F.normalize(documents, dim=-1).T) + self.bias
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        import torch
+        import torch.nn.functional as F
+
+        if labels is None:
+            raise BiXSEInputError(
+                "BiXSELoss needs a float label per row: add a 'label' (or 'score') column with the "
+                "target of each (anchor, positive) pair")
+        if len(embeddings) < 2:
+            raise BiXSEInputError(f"BiXSELoss needs (anchor, positive[, negatives]) columns, got {len(embeddings)}")
+        queries, documents = embeddings[0], torch.cat(embeddings[1:], dim=0)
+        batch = queries.shape[0]
+        labels = labels.reshape(-1).to(queries.device, dtype=queries.dtype)
+        if labels.numel() != batch:
+            raise BiXSEInputError(f"BiXSELoss expects one label per row ({batch}), got {labels.numel()}")
+        if self.targets is not None:
+            labels = self.targets(labels)
+        check_targets(labels, "BiXSELoss labels")
+        z = self.logits(queries, documents)
+        y = torch.zeros_like(z)
+        idx = torch.arange(batch, device=z.device)
+        y[idx, idx] = labels
+        if self.training:
+            self.history.append((float(self.scale.detach()), float(self.bias.detach())))
+        return F.binary_cross_entropy_with_logits(z, y)
+
+    def forward(self, sentence_features, labels):
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        if labels is None:  # fail before spending a forward pass
+            return self.compute_loss_from_embeddings([], None)
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
+
+    def get_config_dict(self) -> dict:
+        return {"scale": round(float(self.scale.detach()), 4), "bias": round(float(self.bias.detach()), 4),
+                "learn_scale": self.log_scale.requires_grad, "learn_bias": self.raw_bias.requires_grad,
+                "targets": repr(self.targets), "param_lr_factor": self.param_lr_factor}
+
+    @property
+    def citation(self) -> str:
+        return ("Tsirigotis et al., BiXSE: Improving Dense Retrieval via Probabilistic Graded "
+                "Relevance Distillation, COLM 2025, arXiv:2508.06781")
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def _check_pairs(pairs: pd.DataFrame, data, columns=("query", "doc_id")) -> None:
+    missing = [c for c in columns if c not in pairs.columns]
+    if missing:
+        raise BiXSEInputError(f"pairs lack column(s) {missing}; they have {list(pairs.columns)}")
+    unknown = sorted(set(pairs["doc_id"]) - set(data.corpus))
+    if unknown:
+        raise BiXSEInputError(f"pairs name {len(unknown)} document(s) not in the corpus, e.g. {unknown[0]!r}")
+
+
+def draw_labelled_pairs(data, split: str = "train", candidates: Mapping[str, Mapping[str, float]] | None = None,
+                        *, n_candidates: int = 20, balance_grades: bool = True, qids=None,
+                        seed: int = SEED) -> pd.DataFrame:
+    """One labelled (query, document, grade) pair per query of ``split``.
+
+    The document is drawn from the query's pool: its judged documents plus the top
+    ``n_candidates`` of ``candidates`` (a run of the base retriever; unjudged ones get grade 0),
+    so every grade, including 0, can occur. ``balance_grades=True`` first draws a grade
+    uniformly among those in the pool, then a document of that grade (otherwise the frequent
+    grade 1 dominates); ``False`` draws uniformly from the pool. Returns columns ``qid``,
+    ``query``, ``doc_id``, ``grade``, ``pool`` (the pool's size).
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    if split not in data.qrels:
+        raise BiXSEInputError(f"no split {split!r}; available: {sorted(data.qrels)}")
+    rng = random.Random(seed)
+    rows = []
+    for qid in sorted(qids if qids is not None else data.qrels[split]):
+        judged = data.qrels[split][qid]
+        pool = {d: int(g) for d, g in judged.items() if d in data.corpus}
+        if candidates is not None:
+            ranked = sorted(candidates.get(qid, {}).items(), key=lambda kv: -kv[1])[:n_candidates]
+            for d, _ in ranked:
+                pool.setdefault(d, 0)
+        if not pool:
+            continue
+        if balance_grades:
+            grade = rng.choice(sorted(set(pool.values())))
+            doc = rng.choice(sorted(d for d, g in pool.items() if g == grade))
+        else:
+            doc = rng.choice(sorted(pool))
+        rows.append({"qid": qid, "query": data.queries[qid], "doc_id": doc, "grade": pool[doc],
+                     "pool": len(pool)})
+    if not rows:
+        raise BiXSEInputError(f"split {split!r} gave no pair: no query has a judged or candidate document")
+    return pd.DataFrame(rows)
+
+
+def pairs_dataset(pairs: pd.DataFrame, data, label_column: str | None = None):
+    """A ``datasets.Dataset`` of (anchor, positive[, label]) from a pairs table.
+
+    ``label_column=None`` gives the two text columns (for MNRL); otherwise its values become the
+    float ``label`` column (checked: present, finite, in ``[0, 1]``).
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    from datasets import Dataset
+
+    _check_pairs(pairs, data)
+    columns = {"anchor": list(pairs["query"]), "positive": [data.doc_text(d) for d in pairs["doc_id"]]}
+    if label_column is not None:
+        if label_column not in pairs.columns:
+            raise BiXSEInputError(f"pairs have no label column {label_column!r}; they have {list(pairs.columns)}")
+        labels = pairs[label_column].astype(float).to_numpy()
+        check_targets(labels, f"pairs[{label_column!r}]")
+        columns["label"] = labels.tolist()
+    return Dataset.from_dict(columns)
+
+
+def validate_dataset(dataset, label_columns=("label", "labels", "score", "scores")) -> str:
+    """Check a dataset before BiXSE training; return the name of its label column.
+
+    It needs at least two text columns and one label column (the names the trainer reads)
+    whose values are finite and in ``[0, 1]``; each problem is a :class:`BiXSEInputError`
+    naming the column and the first bad row.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    names = list(dataset.column_names)
+    found = [c for c in names if c in label_columns]
+    if not found:
+        raise BiXSEInputError(f"dataset has no label column (one of {list(label_columns)}); "
+                              f"its columns are {names}")
+    if len(names) - 1 < 2:
+        raise BiXSEInputError(f"dataset needs (anchor, positive) text columns besides {found[0]!r}; got {names}")
+    check_targets(dataset[found[0]], f"dataset column {found[0]!r} (row = position)")
+    return found[0]
+
+
+def corrupt_labels(pairs: pd.DataFrame, share: float, columns=("grade",), *, seed: int = SEED) -> pd.DataFrame:
+    """Label noise: a random ``share`` of the rows get their ``columns`` shuffled among them.
+
+    Each corrupted row takes the labels of another corrupted row (one permutation for all
+    ``columns``, so a pair's grade and its LLM target move together), which keeps the label
+    histogram and breaks the link between a pair and its label. A ``corrupted`` column marks the
+    rows that were drawn (a few may keep their own label by chance).
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    if not 0 <= share <= 1:
+        raise BiXSEInputError(f"share={share!r} must be in [0, 1]")
+    missing = [c for c in columns if c not in pairs.columns]
+    if missing:
+        raise BiXSEInputError(f"corrupt_labels: pairs lack column(s) {missing}")
+    rng = np.random.default_rng(seed)
+    out = pairs.copy()
+    chosen = rng.choice(len(out), size=int(round(share * len(out))), replace=False)
+    perm = rng.permutation(chosen)
+    for c in columns:
+        values = out[c].to_numpy().copy()
+        values[chosen] = out[c].to_numpy()[perm]
+        out[c] = values
+    out["corrupted"] = False
+    out.iloc[chosen, out.columns.get_loc("corrupted")] = True
+    return out
+
+
+# ----------------------------------------------------------------------------------- measures
+
+
+def _embed_scores(model, data, qids, doc_lists, embeddings=None, ids=None) -> list[np.ndarray]:
+    from cookbook.retrieval import encode
+
+    q = encode(model, [data.queries[x] for x in qids])
+    if embeddings is None:
+        docs = sorted({d for ds in doc_lists for d in ds})
+        pos = {d: i for i, d in enumerate(docs)}
+        emb = encode(model, [data.doc_text(d) for d in docs]) if docs else np.zeros((0, q.shape[1]), np.float32)
+    else:
+        pos, emb = {d: i for i, d in enumerate(ids)}, embeddings
+    return [emb[[pos[d] for d in ds]] @ q[i] for i, ds in enumerate(doc_lists)]
+
+
+def pair_scores(scorer, data, split: str = "test", *, n_unjudged: int = 10, seed: int = SEED) -> pd.DataFrame:
+    """Scores of every judged (query, document) pair of ``split`` plus ``n_unjudged`` grade-0 ones.
+
+    ``scorer``: a :class:`cookbook.retrieval.DenseIndex` (reuses its document embeddings), a
+    SentenceTransformer (encodes the documents it needs), or a run ``{qid: {doc_id: score}}``
+    (a document the run does not hold scores ``-inf``). Grade-0 documents are drawn at random
+    (seeded) among the corpus's unjudged documents of each query. Columns: ``qid``, ``doc_id``,
+    ``grade``, ``score``.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    if split not in data.qrels:
+        raise BiXSEInputError(f"no split {split!r}; available: {sorted(data.qrels)}")
+    rng = random.Random(seed)
+    all_docs = sorted(data.corpus)
+    qids, doc_lists, grade_lists = [], [], []
+    for qid in sorted(data.qrels[split]):
+        judged = {d: int(g) for d, g in data.qrels[split][qid].items() if d in data.corpus}
+        zeros = []
+        if n_unjudged > 0:
+            tries = 0
+            while len(zeros) < n_unjudged and tries < 20 * n_unjudged and len(judged) < len(all_docs):
+                d = rng.choice(all_docs)
+                tries += 1
+                if d not in judged and d not in zeros:
+                    zeros.append(d)
+        docs = list(judged) + zeros
+        qids.append(qid)
+        doc_lists.append(docs)
+        grade_lists.append([judged[d] for d in judged] + [0] * len(zeros))
+    if isinstance(scorer, Mapping):
+        scores = [np.array([scorer.get(q, {}).get(d, -np.inf) for d in ds], dtype=float)
+                  for q, ds in zip(qids, doc_lists)]
+    elif hasattr(scorer, "embeddings") and hasattr(scorer, "model"):
+        scores = _embed_scores(scorer.model, data, qids, doc_lists, scorer.embeddings, scorer.ids)
+    else:
+        scores = _embed_scores(scorer, data, qids, doc_lists)
+    rows = [(q, d, g, float(s)) for q, ds, gs, ss in zip(qids, doc_lists, grade_lists, scores)
+            for d, g, s in zip(ds, gs, ss)]
+    return pd.DataFrame(rows, columns=["qid", "doc_id", "grade", "score"])
+
+
+def fine_distinction_accuracy(model_or_run, data, split: str = "test", pairs=((2, 1), (1, 0)), *,
+                              n_unjudged: int = 10, seed: int = SEED) -> dict[str, float]:
+    """Share of (higher-grade, lower-grade) document pairs that a model orders correctly.
+
+    For each query of ``split`` and each ``(hi, lo)`` in ``pairs``, every document of grade
+    ``hi`` is compared with every document of grade ``lo`` (grade 0: ``n_unjudged`` random
+    unjudged documents); a correct order counts 1, a tie 1/2. The share is averaged per query,
+    then over the queries that have such pairs (so queries with many judgements do not
+    dominate). ``model_or_run``: anything :func:`pair_scores` takes, or its result. Returns
+    ``{"2>1": share, "1>0": share}`` (NaN where no query has both grades, e.g. grade 2 with
+    binary labels). This measures the "fine distinctions" that graded training is meant to
+    teach; a pure top-10 metric hardly sees them.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    table = model_or_run if isinstance(model_or_run, pd.DataFrame) else pair_scores(
+        model_or_run, data, split, n_unjudged=n_unjudged, seed=seed)
+    out = {}
+    for hi, lo in pairs:
+        shares = []
+        for _, group in table.groupby("qid"):
+            a = group.loc[group["grade"] == hi, "score"].to_numpy()
+            b = group.loc[group["grade"] == lo, "score"].to_numpy()
+            if len(a) and len(b):
+                diff = a[:, None] - b[None, :]
+                shares.append(float(((diff > 0) + 0.5 * (diff == 0)).mean()))
+        out[f"{hi}>{lo}"] = float(np.mean(shares)) if shares else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------------------------- recipe
+
+
+def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, seed: int = SEED,
+           **sizes) -> dict:
+    """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
+
+    With a train split: one labelled pair per train query (:func:`draw_labelled_pairs`, pool =
+    judged documents + the base model's top ``n_candidates``), targets ``grade / top grade``
+    (``targets="structural"``, the default) or the LLM's calibrated query likelihood
+    (``targets="llm"``), then :class:`BiXSELoss`. Without one: zero-shot generated queries for
+    ``n_docs`` documents (:func:`cookbook.querygen.promptagator`), each with its source document
+    as a target-1 pair. ``sizes``: ``n_candidates`` (20), ``batch_size`` (16), ``learning_rate``
+    (5e-5), ``targets``, ``n_docs`` (40), ``n_samples`` (2), ``consistency_k`` (10),
+    ``max_seq_length`` (kept from the embedder). ``steps=None`` trains one epoch.
+    ``embedder=None`` loads MiniLM; ``llm=None`` loads the default LLM, only when needed.
+    Returns a JSON-able report; ``before``/``after``/``comparison`` only with a test split.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    from cookbook import evaluate, models, retrieval
+    from cookbook.config import seed_everything
+    from cookbook.finetune import fit
+    from cookbook.llm import Usage
+
+    known = {"n_candidates", "batch_size", "learning_rate", "targets", "n_docs", "n_samples",
+             "consistency_k", "max_seq_length"}
+    if set(sizes) - known:
+        raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
+    target_kind = sizes.get("targets", "structural")
+    if target_kind not in ("structural", "llm"):
+        raise ValueError(f"targets={target_kind!r}: choose 'structural' or 'llm'")
+    started = time.perf_counter()
+    seed_everything(seed)
+    base = embedder if embedder is not None else models.load_embedder()
+    if "max_seq_length" in sizes:
+        base.max_seq_length = sizes["max_seq_length"]
+    index = retrieval.DenseIndex(base, data)
+    has_test = bool(data.qrels.get("test"))
+    before_run = index.search(data.split_queries("test")) if has_test else None
+    usage = Usage()
+
+    def get_llm():
+        nonlocal llm
+        if llm is None:
+            from cookbook.llm import get_llm as load
+
+            llm = load()
+        return llm
+
+    if data.qrels.get("train"):
+        train_q = data.split_queries("train")
+        cands = index.search(train_q, k=sizes.get("n_candidates", 20))
+        pairs = draw_labelled_pairs(data, "train", cands, n_candidates=sizes.get("n_candidates", 20), seed=seed)
+        top = max(g for rows in data.qrels.values() for docs in rows.values() for g in docs.values())
+        pairs["target"] = GradeTargets(max(int(top), 1))(pairs["grade"].astype(float))
+        source = "train split"
+        if target_kind == "llm":
+            with get_llm().track() as usage:
+                pairs["target"], _ = llm_targets(llm, data, pairs)
+    else:
+        from cookbook import querygen
+
+        order = sorted(data.corpus)
+        random.Random(seed).shuffle(order)
+        with get_llm().track() as usage:
+            gen = querygen.promptagator(data, llm, index, order[:sizes.get("n_docs", 40)], examples=[],
+                                        n_samples=sizes.get("n_samples", 2),
+                                        consistency_k=sizes.get("consistency_k", 10), seed=seed)
+        pairs = gen.final[["query", "doc_id"]].reset_index(drop=True)
+        if len(pairs) < 2:
+            raise ValueError(f"only {len(pairs)} generated query survived the filters: raise n_docs or n_samples")
+        pairs["grade"], pairs["target"] = 1, 1.0
+        source = "generated queries (no train split)"
+    model = copy.deepcopy(base)
+    batch_size = sizes.get("batch_size", 16)
+    steps = steps or max(1, -(-len(pairs) // batch_size))
+    loss = BiXSELoss(model)
+    report = fit(model, pairs_dataset(pairs, data, "target"), loss, max_steps=steps, batch_size=batch_size,
+                 learning_rate=sizes.get("learning_rate", 5e-5), no_duplicates=True, seed=seed)
+    path = Path(out_dir) / "model"
+    model.save(str(path))
+    out = {"recipe": "bixse", "source": source, "targets": target_kind if source == "train split" else "1.0",
+           "train_pairs": int(len(pairs)),
+           "grades": {str(k): int(v) for k, v in pairs["grade"].value_counts().sort_index().items()},
+           "steps": report["steps"], "train_loss": report["loss"],
+           "scale": round(float(loss.scale.detach()), 4), "bias": round(float(loss.bias.detach()), 4),
+           "model": str(path)}
+    if has_test:
+        qrels = data.qrels["test"]
+        after_run = retrieval.dense_search(model, data, data.split_queries("test"))
+        measures = ("nDCG@10", "R@10")
+        out["before"] = dict(evaluate.evaluate(before_run, qrels, measures)[0])
+        out["after"] = dict(evaluate.evaluate(after_run, qrels, measures)[0])
+        out["comparison"] = evaluate.compare(before_run, after_run, qrels, "nDCG@10")
+    out["llm_usage"] = usage.as_dict()
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out

@@ -1,0 +1,198 @@
+"""cookbook.losses: the BiXSE loss, its targets, its data helpers, its measures and its recipe."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cookbook import llm as L
+from cookbook import losses as X
+from cookbook.beir import RetrievalData, load_beir
+from cookbook.config import DATA_DIR
+
+TINY = DATA_DIR / "fixtures" / "tiny_beir"
+
+
+def scratch_bixse(q, d, y, t=10.0, b=-10.0):
+    """The loss written out element by element: mean over i, j of BCE(t cos(q_i, d_j) + b, y_ij)."""
+    total, n = 0.0, 0
+    for i in range(len(q)):
+        for j in range(len(d)):
+            cos = float(np.dot(q[i], d[j]) / (np.linalg.norm(q[i]) * np.linalg.norm(d[j])))
+            p = 1 / (1 + math.exp(-(t * cos + b)))
+            target = y[i] if i == j else 0.0
+            total += -(target * math.log(p) + (1 - target) * math.log(1 - p))
+            n += 1
+    return total / n
+
+
+def test_loss_equals_a_from_scratch_computation():
+    g = torch.Generator().manual_seed(0)
+    q, d = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    y = torch.tensor([1.0, 2 / 3, 1 / 3, 0.0, 0.5])
+    loss = X.BiXSELoss(model=None, scale=7.0, bias=-3.0)
+    ours = float(loss.compute_loss_from_embeddings([q, d], y))
+    assert ours == pytest.approx(scratch_bixse(q.numpy(), d.numpy(), y.numpy(), 7.0, -3.0), rel=1e-5)
+    neg = torch.randn(5, 8, generator=g)  # an extra negative column: more documents, target 0
+    ours3 = float(loss.compute_loss_from_embeddings([q, d, neg], y))
+    assert ours3 == pytest.approx(scratch_bixse(q.numpy(), torch.cat([d, neg]).numpy(), y.numpy(), 7.0, -3.0), rel=1e-5)
+
+
+def test_grade_targets_map_integer_labels():
+    g = torch.Generator().manual_seed(1)
+    q, d = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    grades = torch.tensor([3, 2, 1, 0])
+    mapped = X.BiXSELoss(None, targets=X.GradeTargets(3)).compute_loss_from_embeddings([q, d], grades)
+    direct = X.BiXSELoss(None).compute_loss_from_embeddings([q, d], grades / 3)
+    assert float(mapped) == pytest.approx(float(direct))
+
+
+def test_scale_and_bias_get_gradients_unless_fixed():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(4, 6, generator=g, requires_grad=True)
+    d = torch.randn(4, 6, generator=g)
+    loss = X.BiXSELoss(None)
+    loss.compute_loss_from_embeddings([q, d], torch.tensor([1.0, 0.0, 0.5, 1.0])).backward()
+    assert loss.log_scale.grad is not None and loss.log_scale.grad.abs() > 0
+    assert loss.raw_bias.grad is not None and loss.raw_bias.grad.abs() > 0
+    assert q.grad is not None
+    assert float(loss.scale) == pytest.approx(10.0) and float(loss.bias) == pytest.approx(-10.0)
+    fixed = X.BiXSELoss(None, learn_scale=False, learn_bias=False)
+    assert not any(p.requires_grad for p in fixed.parameters())
+
+
+@pytest.mark.parametrize("labels, match", [
+    (torch.tensor([1.0, 1.5, 0.0]), "outside"),
+    (torch.tensor([1.0, -0.1, 0.0]), "outside"),
+    (torch.tensor([1.0, float("nan"), 0.0]), "NaN"),
+    (torch.tensor([3.0, 2.0, 1.0]), "GradeTargets"),
+    (None, "label"),
+])
+def test_bad_labels_are_clear_errors(labels, match):
+    q, d = torch.randn(3, 4), torch.randn(3, 4)
+    with pytest.raises(X.BiXSEInputError, match=match):
+        X.BiXSELoss(None).compute_loss_from_embeddings([q, d], labels)
+
+
+def test_dataset_checks_name_the_problem():
+    from datasets import Dataset
+
+    with pytest.raises(X.BiXSEInputError, match="no label column"):
+        X.validate_dataset(Dataset.from_dict({"anchor": ["a", "b"], "positive": ["c", "d"]}))
+    with pytest.raises(X.BiXSEInputError, match="outside"):
+        X.validate_dataset(Dataset.from_dict({"anchor": ["a", "b"], "positive": ["c", "d"], "label": [1.0, 2.0]}))
+    assert X.validate_dataset(Dataset.from_dict({"anchor": ["a"], "positive": ["c"], "score": [0.5]})) == "score"
+
+
+def test_trainer_updates_scale_and_bias_and_rejects_missing_labels(tiny_model):
+    from datasets import Dataset
+
+    from cookbook.finetune import fit
+
+    texts = [f"document number {i} about topic {i % 3}" for i in range(8)]
+    ds = Dataset.from_dict({"anchor": [f"topic {i % 3} query {i}" for i in range(8)], "positive": texts,
+                            "label": [1.0, 0.0, 2 / 3, 1 / 3] * 2})
+    loss = X.BiXSELoss(tiny_model)
+    report = fit(tiny_model, ds, loss, max_steps=3, batch_size=4, learning_rate=1e-3, no_duplicates=True)
+    assert report["steps"] == 3 and len(loss.history) == 3
+    assert float(loss.bias) != pytest.approx(-10.0, abs=1e-6)
+    assert float(loss.scale) != pytest.approx(10.0, abs=1e-6)
+    with pytest.raises(X.BiXSEInputError, match="label"):
+        fit(tiny_model, ds.remove_columns("label"), X.BiXSELoss(tiny_model), max_steps=1, batch_size=4)
+
+
+def test_fit_logistic_recovers_a_known_curve():
+    rng = np.random.default_rng(0)
+    x = rng.normal(-2, 1.5, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(1.5 * x + 2.0)))).astype(float)
+    slope, intercept = X.fit_logistic(x, y, l2=0.0)
+    assert slope == pytest.approx(1.5, abs=0.2) and intercept == pytest.approx(2.0, abs=0.3)
+    a, c = X.fit_logistic(np.array([0.0, 1.0]), np.array([1.0, 1.0]))  # one class only: still finite
+    assert math.isfinite(a) and math.isfinite(c)
+
+
+class QLStub(L.BaseLLM):
+    """log p(q | d): minus the number of query words missing from the document."""
+
+    backend = "stub"
+
+    def __init__(self):
+        super().__init__("stub", cache=False, progress=False)
+
+    def _score_batch(self, contexts, continuations):
+        return [(-float(sum(w not in ctx for w in c.split())), 1) for ctx, c in zip(contexts, continuations)]
+
+    def _generate_batch(self, prompts, params, chat):  # zero-shot queries: the document's first words
+        out = []
+        for p in prompts:
+            words = p.rsplit("Document: ", 1)[1].split()
+            out.append(([" ".join(words[k:k + 4]) for k in range(params.n)], 10, 4))
+        return out
+
+
+def test_llm_targets_are_calibrated_probabilities():
+    data = load_beir(TINY)
+    pairs = pd.DataFrame({"query": ["boil an egg", "boil an egg", "green tea", "bread"],
+                          "doc_id": ["d1", "d3", "d5", "d1"], "grade": [3, 0, 3, 0]})
+    targets, fit = X.llm_targets(QLStub(), data, pairs)
+    assert ((targets >= 0) & (targets <= 1)).all() and fit["threshold"] == 2
+    order = np.argsort(fit["ql"].to_numpy())
+    assert np.all(np.diff(targets.to_numpy()[order]) >= -1e-12) == (fit["slope"] >= 0)
+
+
+def test_draw_labelled_pairs_one_per_query_all_grades(smoke_data):
+    run = {q: {d: 1.0 / (k + 1) for k, d in enumerate(sorted(smoke_data.corpus)[:30])}
+           for q in smoke_data.qrels["train"]}
+    pairs = X.draw_labelled_pairs(smoke_data, "train", run, seed=3)
+    assert pairs["qid"].is_unique and len(pairs) == len(smoke_data.qrels["train"])
+    assert set(pairs["grade"]) == {0, 1, 2, 3}
+    for qid, doc, grade in zip(pairs["qid"], pairs["doc_id"], pairs["grade"]):
+        assert smoke_data.qrels["train"][qid].get(doc, 0) == grade
+    assert pairs.equals(X.draw_labelled_pairs(smoke_data, "train", run, seed=3))
+    assert not set(pairs["qid"]) & set(smoke_data.qrels["test"])
+
+
+def test_corrupt_labels_keeps_the_histogram():
+    pairs = pd.DataFrame({"grade": [0, 1, 2, 3] * 25, "t": np.linspace(0, 1, 100)})
+    noisy = X.corrupt_labels(pairs, 0.4, columns=("grade", "t"), seed=0)
+    assert noisy["corrupted"].sum() == 40
+    assert sorted(noisy["grade"]) == sorted(pairs["grade"])
+    assert (noisy.loc[~noisy["corrupted"], "grade"] == pairs.loc[~noisy["corrupted"], "grade"]).all()
+    moved = noisy["t"] != pairs["t"]
+    assert moved.sum() > 20 and (noisy["grade"] != pairs["grade"])[~noisy["corrupted"]].sum() == 0
+    with pytest.raises(X.BiXSEInputError):
+        X.corrupt_labels(pairs, 1.5)
+
+
+def test_fine_distinction_accuracy_on_known_orders():
+    data = RetrievalData({f"d{i}": {"title": "", "text": f"text {i}"} for i in range(6)}, {"q": "query"},
+                         {"test": {"q": {"d0": 3, "d1": 2, "d2": 2, "d3": 1}}})
+    right = {"q": {"d0": 4.0, "d1": 3.0, "d2": 3.0, "d3": 2.0, "d4": 1.0, "d5": 0.5}}
+    wrong = {"q": {d: -s for d, s in right["q"].items()}}
+    assert X.fine_distinction_accuracy(right, data, n_unjudged=2) == {"2>1": 1.0, "1>0": 1.0}
+    assert X.fine_distinction_accuracy(wrong, data, n_unjudged=2) == {"2>1": 0.0, "1>0": 0.0}
+    tie = {"q": {"d1": 1.0, "d2": 1.0, "d3": 1.0}}
+    assert X.fine_distinction_accuracy(tie, data, n_unjudged=0)["2>1"] == 0.5
+
+
+def test_recipe_on_tiny_beir_graded_and_binary_without_train(tmp_path, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    data = load_beir(TINY)
+    report = X.recipe(data, tmp_path / "graded", embedder=tiny_model, steps=2, batch_size=2)
+    assert report["recipe"] == "bixse" and report["train_pairs"] == 2 and report["steps"] == 2
+    assert set(report["before"]) == set(report["after"]) == {"nDCG@10", "R@10"}
+    assert {"diff", "t_p", "wilcoxon_p"} <= set(report["comparison"])
+    assert SentenceTransformer(str(tmp_path / "graded" / "model")).encode(["egg"]).shape[1] == 32
+    binary = RetrievalData(data.corpus, data.queries,
+                           {"test": {q: {d: int(g > 0) for d, g in docs.items()} for q, docs in data.qrels["test"].items()}})
+    report = X.recipe(binary, tmp_path / "binary", embedder=tiny_model, llm=QLStub(), steps=1, n_docs=4)
+    assert report["source"].startswith("generated") and report["train_pairs"] >= 2
+    assert report["llm_usage"]["items"] > 0 and "after" in report
+    assert SentenceTransformer(str(tmp_path / "binary" / "model")).encode(["egg"]).shape[1] == 32
+    with pytest.raises(TypeError, match="unknown size"):
+        X.recipe(data, tmp_path / "x", embedder=tiny_model, bogus=1)
