@@ -131,6 +131,22 @@ def _recipe(args) -> int:
     return 0
 
 
+def _workshop(args) -> int:
+    from cookbook import workshop
+
+    try:
+        manifest = workshop.build_kit(Path(args.out), prepare=not args.no_prepare,
+                                      include_llm_cache=not args.no_llm_cache,
+                                      include_models=not args.no_models, overwrite=args.overwrite)
+    except workshop.WorkshopError as err:
+        print(f"workshop: {err}", file=sys.stderr)
+        return 1
+    archive = manifest["archive"]
+    print(f"{args.out}: {len(manifest['participant_notebooks'])} participant notebooks (solutions left out), "
+          f"{archive['path']} ({archive['bytes'] / 1e6:.0f} MB: {', '.join(archive['entries'])}), INSTRUCTOR.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cookbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_build)
     p = sub.add_parser("bench", help="print the benchmark table")
     p.add_argument("--profile", default=None)
-    p.add_argument("--part", action="append", help="foundation, llm, kge, clicks (repeatable)")
+    p.add_argument("--part", action="append", help="foundation, llm, kge, clicks (repeatable; see cookbook.bench)")
     p.set_defaults(func=_bench)
     p = sub.add_parser("run-notebooks", help="execute every notebook into a folder")
     p.add_argument("--output", default=str(ROOT / "runs"))
@@ -150,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="the profile the README shows (default laptop)")
     p.add_argument("--update-readme", action="store_true", help="write RESULTS.md and the README blocks")
     p.set_defaults(func=_results)
+    p = sub.add_parser("workshop", help="write participant notebooks and a data/cache archive")
+    p.add_argument("--out", default=str(ROOT / "build" / "workshop"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing kit")
+    p.add_argument("--no-prepare", action="store_true", help="archive data/cache as it is")
+    p.add_argument("--no-llm-cache", action="store_true", help="leave the LLM cache out")
+    p.add_argument("--no-models", action="store_true", help="leave the converted models out")
+    p.set_defaults(func=_workshop)
     p = sub.add_parser("recipe", help="run a training recipe on a BEIR folder and save the model")
     p.add_argument("name", help="promptagator, customir, scincl, graded, bixse, reranker, revela")
     p.add_argument("--data", required=True, help="a BEIR folder (or 'apidocs' for the built-in corpus)")

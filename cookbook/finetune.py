@@ -33,7 +33,10 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers.trainer_callback import PrinterCallback
 

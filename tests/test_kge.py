@@ -104,10 +104,3 @@ def test_bad_training_input(split):
         kge.train_kge("transe", split.train, split.num_nodes, split.num_relations, epochs=0)
     with pytest.raises(ValueError, match="side"):
         kge.score_all(kge.make_model("transe", 5, 1), torch.tensor([0]), torch.tensor([0]), "middle")
-
-
-def test_run_bench_rows():
-    rows = kge.run_bench("smoke")
-    names = {r["name"] for r in rows}
-    assert {f"kge.{m}.epoch" for m in kge.MODEL_NAMES} <= names and "triplets.mine.torch" in names
-    assert all(set(r) == {"name", "value", "unit", "note"} and r["value"] > 0 for r in rows)

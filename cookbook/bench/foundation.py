@@ -1,17 +1,11 @@
-"""Benchmarks: one table, measured side by side in one run (``python -m cookbook bench``).
-
-Rows are dicts with ``name``, ``value``, ``unit`` and ``note``. Parts of the cookbook add
-their own rows through a ``run_bench(profile_name)`` function in their module.
+"""Foundation benchmarks: corpus build and cache, BM25, dense encode throughput, evaluation.
 
 Taught in: notebooks/10_explore_query_document_pairs.ipynb (the numbers), README (the table)
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-
-EXTRA_BENCHES = {"llm": "cookbook.llm", "kge": "cookbook.kge", "clicks": "cookbook.clicks"}
 
 
 def _best(fn, repeat: int) -> float:
@@ -23,7 +17,7 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def foundation_rows(profile_name: str, encode_texts: int = 256, repeat: int = 2) -> list[dict]:
+def measure(profile_name: str, encode_texts: int = 256, repeat: int = 2) -> list[dict]:
     """Corpus build, BM25 index and query throughput, dense encode throughput, evaluation time."""
     import tempfile
 
@@ -70,34 +64,3 @@ def foundation_rows(profile_name: str, encode_texts: int = 256, repeat: int = 2)
     rows.append({"name": "evaluate (nDCG@10, R@10, R@100, RR@10)", "value": secs, "unit": "s",
                  "note": f"{len(queries)} queries"})
     return rows
-
-
-def run(profile_name: str, parts: list[str] | None = None) -> list[dict]:
-    """Run the foundation rows and every available part's ``run_bench``."""
-    parts = parts or ["foundation", *EXTRA_BENCHES]
-    rows: list[dict] = []
-    for part in parts:
-        if part == "foundation":
-            rows += [{"part": part, **r} for r in foundation_rows(profile_name)]
-            continue
-        if part not in EXTRA_BENCHES:
-            raise ValueError(f"unknown bench part {part!r}; known: foundation, {', '.join(EXTRA_BENCHES)}")
-        try:
-            module = importlib.import_module(EXTRA_BENCHES[part])
-        except ImportError as err:
-            rows.append({"part": part, "name": "(not available)", "value": float("nan"), "unit": "", "note": str(err)})
-            continue
-        if hasattr(module, "run_bench"):
-            rows += [{"part": part, **r} for r in module.run_bench(profile_name)]
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of bench rows."""
-    lines = ["| part | measurement | value | unit | note |", "|---|---|---:|---|---|"]
-    for r in rows:
-        value = r["value"]
-        shown = f"{value:,.3g}" if isinstance(value, float) and abs(value) < 100 else (
-            f"{value:,.0f}" if isinstance(value, (int, float)) else str(value))
-        lines.append(f"| {r.get('part', '')} | {r['name']} | {shown} | {r['unit']} | {r.get('note', '')} |")
-    return "\n".join(lines)
