@@ -158,7 +158,7 @@ def first_stage_candidates(retriever, pairs: pd.DataFrame, data, *, depth: int =
 
 
 def label_candidates(candidates: pd.DataFrame, llm, data, *, margin: float = 0.0,
-                     judge: bool | None = None, max_doc_words: int = 48) -> pd.DataFrame:
+                     judge: bool | None = None, max_doc_words: int = 32) -> pd.DataFrame:
     """LLM labels for the candidates: adds ``ql_pos``, ``ql_neg``, ``verified`` and ``negative``.
 
     A candidate is an LLM-confirmed negative (``negative=True``) when the LLM finds the query
@@ -166,6 +166,7 @@ def label_candidates(candidates: pd.DataFrame, llm, data, *, margin: float = 0.0
     ``ql_neg < ql_pos - margin``) and, when the chat judge runs, the judge does not call it
     relevant. ``judge=None`` runs the judge only on an OpenAI-compatible endpoint
     (``llm.backend == "http"``): a 135M local model answers yes/no close to random.
+    Documents are cut to ``max_doc_words`` words for the LLM (the cost of a label grows with it).
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
@@ -321,20 +322,30 @@ def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
+    import logging
     import tempfile
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)  # the fresh head is random: seed it
-    if embedder is None:
-        from cookbook.models import load_cross_encoder
+    st_logger = logging.getLogger("sentence_transformers")
+    level, hf_level = st_logger.level, hf_logging.get_verbosity()
+    st_logger.setLevel(logging.ERROR)  # "converting ... to CrossEncoder", "head newly initialised":
+    hf_logging.set_verbosity_error()  # expected here, so not repeated for every model
+    try:
+        if embedder is None:
+            from cookbook.models import load_cross_encoder
 
-        return load_cross_encoder(num_labels=1, max_length=max_length)
-    from sentence_transformers import CrossEncoder
+            return load_cross_encoder(num_labels=1, max_length=max_length)
+        from sentence_transformers import CrossEncoder
 
-    with tempfile.TemporaryDirectory() as tmp:
-        embedder.save(tmp)
-        return CrossEncoder(tmp, num_labels=1, max_length=max_length, device="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            embedder.save(tmp)
+            return CrossEncoder(tmp, num_labels=1, max_length=max_length, device="cpu")
+    finally:
+        st_logger.setLevel(level)
+        hf_logging.set_verbosity(hf_level)
 
 
 def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rate: float = 2e-5,
@@ -349,7 +360,10 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
     """
     import tempfile
 
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     if len(dataset) < 1 or max_steps < 1 or batch_size < 1:

@@ -171,3 +171,21 @@ def test_recipe_on_tiny_beir_saves_a_loadable_reranker(tmp_path, tiny_model, wit
     loaded = CrossEncoder(str(tmp_path / "model"))
     pairs = [("boil an egg", data.doc_text("d1"))]
     assert loaded.predict(pairs).shape == (1,)
+
+
+def test_solution_interpolation_spans_first_stage_and_reranker():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "40_train_reranker_lce.py"
+    spec = importlib.util.spec_from_file_location("solution_40", path)
+    sol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sol)
+    first = {"q": {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.5}}
+    ce = {"q": {"a": -1.0, "b": 0.0, "c": 2.0}}
+
+    def order(run):
+        return sorted(run["q"], key=lambda d: -run["q"][d])
+
+    assert order(sol.interpolate(first, ce, 0.0, depth=3)) == ["a", "b", "c", "d"]
+    assert order(sol.interpolate(first, ce, 1.0, depth=3)) == order(R.at_depth(first, ce, 3)) == ["c", "b", "a", "d"]
