@@ -7,7 +7,10 @@ PROFILE ?= laptop
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COOKBOOK_PROFILE=smoke COOKBOOK_NETGUARD=1 \
 	PYTHONPATH=$(CURDIR)/tests/netguard TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run test lint bench lab results clean
+# Executed smoke copies of the notebooks: nbmake writes them, the site renders them.
+NBEXEC := build/nbexec
+
+.PHONY: install run test lint bench lab results site workshop clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,8 +25,13 @@ run: $(STAMP)  ## execute every notebook (PROFILE=laptop by default) into runs/,
 	HF_HUB_OFFLINE=1 COOKBOOK_PROFILE=$(PROFILE) $(PY) -m cookbook run-notebooks --output runs/$(PROFILE)
 	$(PY) -m cookbook results --update-readme
 
-test: $(STAMP)  ## unit tests + every notebook in the smoke profile, offline
-	$(TEST_ENV) $(PY) -m pytest -q tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=15
+# nbmake runs copies of the notebooks (--overwrite keeps their outputs there, never in notebooks/),
+# so the site is built from the very runs the tests made, without executing anything twice.
+test: $(STAMP)  ## unit tests + every notebook in the smoke profile, offline + the executed site
+	rm -rf $(NBEXEC) && mkdir -p $(NBEXEC) && cp notebooks/[0-9][0-9]_*.ipynb $(NBEXEC)/
+	$(TEST_ENV) $(PY) -m pytest -q tests $(NBEXEC) --nbmake --overwrite --nbmake-timeout=900 \
+		-p no:cacheprovider --durations=15
+	$(PY) tools/build_site.py --executed $(NBEXEC) --out build/site
 
 lint: $(STAMP)
 	$(PY) -m ruff check cookbook tests notebooks
@@ -31,8 +39,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m cookbook bench
 
-lab: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab notebooks
+# Jupyter refuses to start as root without --allow-root; containers and devcontainers run as root.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) --LabApp.news_url= \
+	--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks (works as root too)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir=notebooks
+
+site: $(STAMP)  ## HTML pages of every notebook executed in smoke (reuses fresh runs in build/nbexec) -> build/site
+	$(TEST_ENV) $(PY) tools/build_site.py --execute --executed $(NBEXEC) --out build/site
+
+workshop: $(STAMP)  ## participant notebooks without solutions + data/cache archive + instructor guide -> build/workshop
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m cookbook workshop --out build/workshop --overwrite
 
 results: $(STAMP)
 	$(PY) -m cookbook results
