@@ -15,8 +15,20 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case words only: the one form used for duplicate, copy and leak checks, so
+    "The n-dimensional FFT." and "the N-dimensional FFT" count as the same query.
+
+    Taught in: notebooks/20_generate_queries_promptagator.ipynb
+    """
+    return " ".join(_WORD.findall(text.lower()))
 
 
 class DataFormatError(ValueError):

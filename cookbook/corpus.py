@@ -32,10 +32,10 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from cookbook.beir import RetrievalData, load_beir, write_beir
+from cookbook.beir import RetrievalData, load_beir, normalize_text, write_beir
 from cookbook.config import CACHE_DIR, SEED
 
-HARVEST_VERSION = 4
+HARVEST_VERSION = 5  # 5: queries equal up to punctuation share one split
 # Size of the corpus per profile: smoke keeps CI fast, laptop fits a 2-core CPU.
 DEFAULT_MAX_DOCS = {"smoke": 400, "laptop": 3000, "full": None}
 EDGE_TYPES = ("contains", "see_also", "inherits", "mentions", "same_name")
@@ -318,10 +318,12 @@ def build_graph_and_queries(docs, aliases, blocks, edges, seed: int = SEED):
             queries[qid] = {"text": text, "source": source, "target": target, "sources": [source]}
         else:
             queries[qid]["sources"].append(source)
-    # a text shared by two targets goes to one split, so no evaluation text is ever trained on
+    # a text shared by two targets goes to one split, so no evaluation text is ever trained on;
+    # texts equal up to case and punctuation are one text (the split hash stays on `normal`,
+    # so only such twins can move)
     text_split = {}
     for _, q in sorted(queries.items()):
-        q["split"] = text_split.setdefault(normal(q["text"]), _split_of(normal(q["text"]), seed))
+        q["split"] = text_split.setdefault(normalize_text(q["text"]), _split_of(normal(q["text"]), seed))
     return typed, queries
 
 
@@ -431,13 +433,10 @@ def assert_no_eval_leak(data: RetrievalData) -> None:
     Checks: no query text is shared between train and dev/test; the training graph keeps no
     edge between an evaluation (source, target) pair.
     """
-    def norm(s):
-        return " ".join(s.lower().split())
-
-    train_texts = {norm(data.queries[q]) for q in data.qrels.get("train", {})}
+    train_texts = {normalize_text(data.queries[q]) for q in data.qrels.get("train", {})}
     for split in ("dev", "test"):
         for qid in data.qrels.get(split, {}):
-            assert norm(data.queries[qid]) not in train_texts, f"{split} query {qid} text is also in train"
+            assert normalize_text(data.queries[qid]) not in train_texts, f"{split} query {qid} text is also in train"
     if data.graph is not None:
         graph = data.training_graph()
         for s, t in data.eval_pairs:

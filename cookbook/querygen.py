@@ -22,13 +22,13 @@ Taught in: notebooks/20_generate_queries_promptagator.ipynb
 from __future__ import annotations
 
 import random
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from cookbook.beir import normalize_text
 from cookbook.config import SEED
 
 INSTRUCTION = "Write a short search query that the documentation entry answers.\n\n"
@@ -39,12 +39,7 @@ GENERIC_INSTRUCTION = "Write a short search query that the document answers.\n\n
 def default_instruction(data) -> str:
     """The API-docs instruction for the built-in corpus, a corpus-neutral one for any other."""
     return INSTRUCTION if getattr(data, "name", "") == "apidocs" else GENERIC_INSTRUCTION
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def normalize(text: str) -> str:
-    """Lower-case words only: the form used for duplicate and copy checks."""
-    return " ".join(_WORD.findall(text.lower()))
+normalize = normalize_text  # the package's one text normaliser (cookbook.beir)
 
 
 def _clip(text: str, words: int) -> str:

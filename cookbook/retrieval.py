@@ -108,12 +108,28 @@ class DenseIndex:
         if not qids:
             return {}
         q = encode(self.model, [queries[x] for x in qids], batch_size=self.batch_size, prompt=self.query_prompt)
-        k = min(k, len(self.ids))
+        return self.search_vectors(qids, q, k)
+
+    def vectors(self, doc_ids) -> np.ndarray:
+        """The stored embeddings of some corpus documents (to query with a document)."""
+        row = {d: i for i, d in enumerate(self.ids)}
+        return self.embeddings[[row[d] for d in doc_ids]]
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int = 100,
+                       exclude: Mapping[str, str] | None = None) -> Run:
+        """The top-``k`` run for query vectors; ``exclude[qid]`` (a doc id) is never returned
+        (a document used as the query is not its own answer)."""
+        want = min(k + (1 if exclude else 0), len(self.ids))
         if self.faiss_index is not None:
-            scores, idx = self.faiss_index.search(q, k)
-            return {qid: {self.ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
-                    for i, qid in enumerate(qids)}
-        return _top_k(q @ self.embeddings.T, self.ids, qids, k)
+            scores, idx = self.faiss_index.search(np.ascontiguousarray(vectors, dtype=np.float32), want)
+            run = {qid: {self.ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
+                   for i, qid in enumerate(qids)}
+        else:
+            run = _top_k(vectors @ self.embeddings.T, self.ids, qids, want)
+        if exclude:
+            run = {q: dict([(d, s) for d, s in docs.items() if d != exclude.get(q)][:k])
+                   for q, docs in run.items()}
+        return run
 
 
 def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: bool = False,

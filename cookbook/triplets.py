@@ -581,37 +581,6 @@ def related_object_task(data, split: str = "test") -> RelatedTask:
     return RelatedTask({q: queries[q] for q in qrels}, qrels, {q: source[q] for q in qrels})
 
 
-def encode_corpus(model, data, batch_size: int = 64, progress: bool = False):
-    """``(doc_ids, embeddings)`` of every corpus document's ``doc_text``, L2-normalised.
-
-    Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
-    """
-    ids = sorted(data.corpus)
-    emb = model.encode([data.doc_text(d) for d in ids], batch_size=batch_size, convert_to_tensor=True,
-                       normalize_embeddings=True, show_progress_bar=progress)
-    return ids, emb.cpu()
-
-
-def dense_run(query_emb, qids: list[str], doc_emb, doc_ids: list[str], k: int = 100,
-              exclude: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """A run (qid -> doc -> score) by cosine similarity; ``exclude[qid]`` is never returned.
-
-    Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
-    """
-    import torch
-
-    sims = torch.as_tensor(query_emb).float() @ torch.as_tensor(doc_emb).float().T
-    k = min(k + 1, len(doc_ids))
-    scores, idx = sims.topk(k, dim=1)
-    run = {}
-    for qi, qid in enumerate(qids):
-        skip = (exclude or {}).get(qid)
-        row = {doc_ids[j]: float(s) for s, j in zip(scores[qi].tolist(), idx[qi].tolist(), strict=True)
-               if doc_ids[j] != skip}
-        run[qid] = dict(list(row.items())[: k - 1])
-    return run
-
-
 def evaluate_encoder(model, data, *, split: str = "test", k: int = 100, batch_size: int = 64,
                      task: RelatedTask | None = None, main_queries: bool = True,
                      related: bool | None = None) -> dict:
@@ -626,28 +595,22 @@ def evaluate_encoder(model, data, *, split: str = "test", k: int = 100, batch_si
 
     Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
     """
-    import torch
-
     from cookbook.evaluate import evaluate
+    from cookbook.retrieval import DenseIndex
 
     started = time.perf_counter()
     if related is None:
         related = task is not None or any("source" in m for m in data.query_meta.values())
-    ids, emb = encode_corpus(model, data, batch_size=batch_size)
+    index = DenseIndex(model, data, batch_size=batch_size)
     out = {}
     if related:
         task = task or related_object_task(data, split)
-        row = {d: i for i, d in enumerate(ids)}
         qids = list(task.queries)
-        q_emb = emb[torch.tensor([row[task.source[q]] for q in qids], dtype=torch.long)]
-        run = dense_run(q_emb, qids, emb, ids, k=k, exclude=task.source)
+        run = index.search_vectors(qids, index.vectors([task.source[q] for q in qids]), k=k,
+                                   exclude=task.source)
         out["related"] = (*evaluate(run, task.qrels), run)
     if main_queries:
-        queries = data.split_queries(split)
-        qq = list(queries)
-        qe = model.encode([queries[q] for q in qq], batch_size=batch_size, convert_to_tensor=True,
-                          normalize_embeddings=True, show_progress_bar=False).cpu()
-        qrun = dense_run(qe, qq, emb, ids, k=k)
+        qrun = index.search(data.split_queries(split), k=k)
         out["queries"] = (*evaluate(qrun, data.qrels[split]), qrun)
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out

@@ -147,7 +147,7 @@ def test_hop_profile_counts_graph_distance_per_role():
         mined.hop_profile(g, cutoff=0)
 
 
-def test_related_object_task_and_dense_run():
+def test_related_object_task_and_searching_with_a_document(tiny_model):
     data = toy_data()
     task = T.related_object_task(data, "test")
     assert task.source == {"rel:numpy.mean": "numpy.mean", "rel:numpy.std": "numpy.std"}
@@ -155,9 +155,12 @@ def test_related_object_task_and_dense_run():
     assert task.queries["rel:numpy.mean"] == data.doc_text("numpy.mean")
     with pytest.raises(ValueError, match="dev"):
         T.related_object_task(data, "train")
-    emb = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
-    run = T.dense_run(emb[:1], ["q"], emb, ["a", "b", "c", "d"], k=2, exclude={"q": "a"})
-    assert "a" not in run["q"] and len(run["q"]) == 2
+    from cookbook.retrieval import DenseIndex
+
+    index = DenseIndex(tiny_model, data)
+    first = index.ids[0]
+    run = index.search_vectors(["q"], index.vectors([first]), k=2, exclude={"q": first})
+    assert first not in run["q"] and len(run["q"]) == 2
 
 
 def test_finetune_and_evaluate_with_a_tiny_model(tiny_model):

@@ -30,8 +30,6 @@ from cookbook.llm.base import (
 )
 from cookbook.llm.cache import LLMCache
 
-
-
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
