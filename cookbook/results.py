@@ -258,15 +258,19 @@ def headline_figure(results: dict[str, dict], path: Path, limit: int = 5) -> Pat
     from cookbook import plotting
 
     plotting.set_style()
-    labels = [f"{part} {r.get('technique') or r['label']} ({r.get('metric', '')})" for part, r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    def short(text, width=48):
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    labels = [short(f"{part} · " + (f"{r['technique']} vs {r.get('baseline', '')}" if r.get("technique") else r["label"])
+                    + f" · {r.get('metric', '')}", 56) for part, r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.3))
     for i, (_, r) in enumerate(rows):
         ax.errorbar(r["diff"], i, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
                     color="#3182bd", capsize=3)
     ax.axvline(0, color="grey", ls=":")
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
-    ax.set(xlabel="paired difference, technique minus baseline (95% CI)", title="Headline results")
+    ax.set(xlabel="technique minus baseline, paired (95% CI)", title="Headline paired differences")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,10 +322,18 @@ def replace_block(text: str, start: str, end: str, body: str) -> str:
     return head + start + "\n" + body + "\n" + end + tail
 
 
-def readme_block(results: dict[str, dict], profile: str, figure: str | None) -> str:
-    """The README's results block: the headline table of one profile and the figure link."""
+def readme_block(results: dict[str, dict], profile: str, figure: str | None, expected=()) -> str:
+    """The README's results block: the headline table of one profile, the figure, and what is missing.
+
+    ``expected``: the notebook names that should have results; those without a file for this
+    profile are listed under the table (so a partial run says so instead of looking complete).
+    """
     body = [f"Profile `{profile}`; the full tables of every profile are in [RESULTS.md](RESULTS.md).", "",
             headline_table(results)]
+    missing = [name for name in expected if name not in results]
+    if missing:
+        body += ["", f"No `{profile}` results yet for: " + ", ".join(f"`{m}`" for m in missing)
+                 + " (run them with `make run`, or `python -m cookbook run-notebooks --only NN`)."]
     if figure:
         body += ["", f"![Headline paired differences with 95% confidence intervals]({figure})"]
     return "\n".join(body)
@@ -344,7 +356,9 @@ def update_files(root: Path, profile: str = "laptop", results_dir: Path | None =
     if profile in by_profile:
         fig = headline_figure(by_profile[profile], root / "docs" / "img" / "results.png")
         rel = str(fig.relative_to(root)) if fig else None
-        text = replace_block(text, README_START, README_END, readme_block(by_profile[profile], profile, rel))
+        expected = [p.stem for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+        text = replace_block(text, README_START, README_END,
+                             readme_block(by_profile[profile], profile, rel, expected))
         written["readme_results"] = profile
         written["figure"] = rel
     runs = Path(runs_dir) if runs_dir else root / "runs"

@@ -87,6 +87,21 @@ def test_update_files_keeps_profiles_apart(tmp_path):
     assert "+0.030 (+0.020 to +0.040)" in text and "[RESULTS.md](RESULTS.md)" in text
     assert written["figure"] == "docs/img/results.png" and (tmp_path / "docs" / "img" / "results.png").stat().st_size > 0
     assert "## Profile `laptop`" in (tmp_path / "RESULTS.md").read_text()
+    (tmp_path / "notebooks").mkdir()
+    for name in ("10_x", "20_y"):
+        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
+    results.update_files(tmp_path, profile="laptop", results_dir=res, runs_dir=tmp_path / "runs")
+    assert "No `laptop` results yet for: `20_y`" in readme.read_text()
+
+
+def test_the_readme_block_is_short_and_readable():
+    from cookbook.config import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split(results.README_START, 1)[1].split(results.README_END, 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| notebook")]
+    assert len(rows) < 40
+    assert "e+0" not in block and "p=0 " not in block
 
 
 def test_times_table_reads_run_timings(tmp_path):
