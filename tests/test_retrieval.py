@@ -37,3 +37,29 @@ def test_rrf_prefers_documents_ranked_high_by_both():
     fused = retrieval.fuse_rrf([{"q": {"a": 3, "b": 2, "c": 1}}, {"q": {"b": 9, "a": 1, "c": 0}}])
     assert max(fused["q"], key=fused["q"].get) in {"a", "b"}
     assert fused["q"]["c"] < fused["q"]["a"]
+
+
+def test_multi_process_pool_encodes_the_same_vectors(tiny_model):
+    import numpy as np
+
+    from cookbook import retrieval
+
+    texts = [f"note {i} about the kettle and its fuse" for i in range(40)]
+    pool = retrieval.start_pool(tiny_model, processes=2)
+    try:
+        pooled = retrieval.encode(tiny_model, texts, batch_size=8, pool=pool)
+    finally:
+        tiny_model.stop_multi_process_pool(pool)
+    assert np.allclose(pooled, retrieval.encode(tiny_model, texts, batch_size=8), atol=1e-5)
+
+
+def test_query_and_document_prompts_reach_the_encoder(tiny_model):
+    from cookbook import retrieval
+    from cookbook.beir import load_beir
+
+    data = load_beir("data/fixtures/tiny_beir")
+    plain = retrieval.DenseIndex(tiny_model, data)
+    prompted = retrieval.DenseIndex(tiny_model, data, query_prompt="query: ", document_prompt="passage: ")
+    assert not (plain.embeddings == prompted.embeddings).all()
+    queries = data.split_queries(sorted(data.qrels)[0])
+    assert set(prompted.search(queries, k=3)) == set(queries)
