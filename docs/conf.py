@@ -24,3 +24,4 @@ html_theme = "alabaster"
 html_title = project
 html_theme_options = {"page_width": "1180px", "sidebar_width": "260px", "show_relbars": True}
 html_show_sourcelink = False
+html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
