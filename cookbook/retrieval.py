@@ -4,12 +4,22 @@ A *run* is ``{qid: {doc_id: score}}``, the format ir_measures, pytrec_eval and r
 Dense search is exact (a matrix product) for corpora up to ``faiss_threshold`` documents and
 uses a FAISS flat inner-product index above it, when ``faiss-cpu`` is installed.
 
+Corpus embeddings are cached on disk (``data/cache/embeddings``), keyed by a fingerprint of the
+model's weights and configuration, the texts, the prompt and the batch-independent encode
+options: a second notebook, or a re-run, loads them instead of encoding, and a fine-tuned model
+(new weights, new fingerprint) is never served stale vectors. ``COOKBOOK_EMBED_CACHE=0``
+switches the cache off.
+
 Taught in: notebooks/10_explore_query_document_pairs.ipynb
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -86,13 +96,20 @@ class DenseIndex:
 
     def __init__(self, model, corpus, batch_size: int = 64, faiss_threshold: int = 200_000,
                  show_progress_bar: bool = False, query_prompt: str | None = None,
-                 document_prompt: str | None = None):
+                 document_prompt: str | None = None, cache: bool | None = None):
         self.model = model
         self.ids, texts = _texts(corpus)
         self.batch_size = batch_size
         self.query_prompt = query_prompt
-        self.embeddings = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                 prompt=document_prompt)
+        use_cache = cache if cache is not None else os.environ.get("COOKBOOK_EMBED_CACHE", "1") != "0"
+        self.cache_hit = False
+        if use_cache:
+            self.embeddings, self.cache_hit = cached_encode(model, texts, batch_size=batch_size,
+                                                            prompt=document_prompt,
+                                                            show_progress_bar=show_progress_bar)
+        else:
+            self.embeddings = encode(model, texts, batch_size=batch_size,
+                                     show_progress_bar=show_progress_bar, prompt=document_prompt)
         self.faiss_index = None
         if len(self.ids) > faiss_threshold:
             try:
@@ -144,6 +161,63 @@ def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: boo
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
         show_progress_bar=show_progress_bar, prompt=prompt, pool=pool,
     ).astype(np.float32, copy=False)
+
+
+def model_fingerprint(model) -> str:
+    """A hash of a model's weights and module configuration (pooling, length, normalisation).
+
+    Any change of weights (fine-tuning, quantisation) or of ``max_seq_length`` gives a new
+    fingerprint. Hashing MiniLM's 22M parameters takes a fraction of a second.
+    """
+    import torch
+
+    digest = hashlib.sha1(repr(model).encode())
+    digest.update(str(getattr(model, "max_seq_length", "")).encode())
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        else:  # packed parameters of quantised layers
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
+
+
+def _texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha1()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def cached_encode(model, texts: list[str], batch_size: int = 64, prompt: str | None = None,
+                  show_progress_bar: bool = False, cache_dir: Path | None = None) -> tuple[np.ndarray, bool]:
+    """:func:`encode` through the on-disk embedding cache: ``(embeddings, loaded_from_cache)``.
+
+    The key joins the model fingerprint, the texts' checksum, the prompt and normalisation.
+    The file is written to a temporary name and renamed, so a run killed mid-write never leaves
+    a half-written cache entry.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    from cookbook.config import CACHE_DIR
+
+    key = hashlib.sha1(json.dumps([model_fingerprint(model), _texts_fingerprint(texts), prompt or "",
+                                   "normalized", len(texts)]).encode()).hexdigest()[:20]
+    path = Path(cache_dir or CACHE_DIR / "embeddings") / f"{key}.npy"
+    if path.exists():
+        try:
+            emb = np.load(path)
+            if emb.shape[0] == len(texts):
+                return emb, True
+        except (OSError, ValueError):  # unreadable: encode again
+            pass
+    emb = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prompt=prompt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(path)
+    return emb, False
 
 
 def start_pool(model, processes: int = 2):

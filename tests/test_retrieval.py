@@ -63,3 +63,35 @@ def test_query_and_document_prompts_reach_the_encoder(tiny_model):
     assert not (plain.embeddings == prompted.embeddings).all()
     queries = data.split_queries(sorted(data.qrels)[0])
     assert set(prompted.search(queries, k=3)) == set(queries)
+
+
+def test_embedding_cache_serves_the_same_vectors_and_never_stale_ones(tiny_model, tmp_path, monkeypatch):
+    import numpy as np
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer import losses
+
+    from cookbook import finetune, models, retrieval
+    from cookbook.beir import load_beir
+
+    monkeypatch.setattr("cookbook.config.CACHE_DIR", tmp_path)
+    data = load_beir("data/fixtures/binary_beir")
+    model = models.tiny_embedder(seed=3)
+    first = retrieval.DenseIndex(model, data)
+    second = retrieval.DenseIndex(model, data)
+    assert not first.cache_hit and second.cache_hit
+    assert np.array_equal(first.embeddings, second.embeddings)
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
+    assert not list((tmp_path / "embeddings").glob("*.tmp*"))  # written to a temporary name, then renamed
+    model.max_seq_length = 16
+    assert not retrieval.DenseIndex(model, data).cache_hit  # a different length is a different key
+    model.max_seq_length = 64
+    before = retrieval.model_fingerprint(model)
+    pairs = Dataset.from_dict({"anchor": ["kettle leaks", "oven hot"],
+                               "positive": [data.doc_text("kettle/leak"), data.doc_text("oven/overheat")]})
+    finetune.fit(model, pairs, losses.MultipleNegativesRankingLoss(model), max_steps=1, batch_size=2,
+                 learning_rate=1e-2)
+    assert retrieval.model_fingerprint(model) != before
+    tuned = retrieval.DenseIndex(model, data)
+    assert not tuned.cache_hit and not np.allclose(tuned.embeddings, first.embeddings)
+    plain = retrieval.DenseIndex(model, data, cache=False)
+    assert np.allclose(plain.embeddings, tuned.embeddings, atol=1e-6)
