@@ -21,8 +21,9 @@ Around it:
   query likelihood, calibrated to P(grade >= threshold) with a logistic fit, :func:`fit_logistic`);
 * data: :func:`draw_labelled_pairs` (one judged or retrieved document per query, so every grade
   occurs), :func:`pairs_dataset`, :func:`validate_dataset`, :func:`corrupt_labels` (label noise);
-* measures: :func:`pair_scores` and :func:`fine_distinction_accuracy` (is a grade-2 document
-  scored above a grade-1 one?);
+* measures: :func:`pair_scores` (the score of every judged test pair, by grade); the
+  fine-distinction share (is a grade-2 document scored above a grade-1 one?) is
+  :func:`cookbook.graded.fine_distinction_accuracy`;
 * :func:`recipe`: the whole technique on any :class:`cookbook.beir.RetrievalData`.
 
 Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
@@ -439,36 +440,6 @@ def pair_scores(scorer, data, split: str = "test", *, n_unjudged: int = 10, seed
     rows = [(q, d, g, float(s)) for q, ds, gs, ss in zip(qids, doc_lists, grade_lists, scores)
             for d, g, s in zip(ds, gs, ss)]
     return pd.DataFrame(rows, columns=["qid", "doc_id", "grade", "score"])
-
-
-def fine_distinction_accuracy(model_or_run, data, split: str = "test", pairs=((2, 1), (1, 0)), *,
-                              n_unjudged: int = 10, seed: int = SEED) -> dict[str, float]:
-    """Share of (higher-grade, lower-grade) document pairs that a model orders correctly.
-
-    For each query of ``split`` and each ``(hi, lo)`` in ``pairs``, every document of grade
-    ``hi`` is compared with every document of grade ``lo`` (grade 0: ``n_unjudged`` random
-    unjudged documents); a correct order counts 1, a tie 1/2. The share is averaged per query,
-    then over the queries that have such pairs (so queries with many judgements do not
-    dominate). ``model_or_run``: anything :func:`pair_scores` takes, or its result. Returns
-    ``{"2>1": share, "1>0": share}`` (NaN where no query has both grades, e.g. grade 2 with
-    binary labels). This measures the "fine distinctions" that graded training is meant to
-    teach; a pure top-10 metric hardly sees them.
-
-    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
-    """
-    table = model_or_run if isinstance(model_or_run, pd.DataFrame) else pair_scores(
-        model_or_run, data, split, n_unjudged=n_unjudged, seed=seed)
-    out = {}
-    for hi, lo in pairs:
-        shares = []
-        for _, group in table.groupby("qid"):
-            a = group.loc[group["grade"] == hi, "score"].to_numpy()
-            b = group.loc[group["grade"] == lo, "score"].to_numpy()
-            if len(a) and len(b):
-                diff = a[:, None] - b[None, :]
-                shares.append(float(((diff > 0) + 0.5 * (diff == 0)).mean()))
-        out[f"{hi}>{lo}"] = float(np.mean(shares)) if shares else float("nan")
-    return out
 
 
 # ------------------------------------------------------------------------------------- recipe

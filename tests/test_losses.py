@@ -168,15 +168,18 @@ def test_corrupt_labels_keeps_the_histogram():
         X.corrupt_labels(pairs, 1.5)
 
 
-def test_fine_distinction_accuracy_on_known_orders():
+def test_pair_scores_cover_every_judged_pair_and_sampled_zeros():
     data = RetrievalData({f"d{i}": {"title": "", "text": f"text {i}"} for i in range(6)}, {"q": "query"},
                          {"test": {"q": {"d0": 3, "d1": 2, "d2": 2, "d3": 1}}})
-    right = {"q": {"d0": 4.0, "d1": 3.0, "d2": 3.0, "d3": 2.0, "d4": 1.0, "d5": 0.5}}
-    wrong = {"q": {d: -s for d, s in right["q"].items()}}
-    assert X.fine_distinction_accuracy(right, data, n_unjudged=2) == {"2>1": 1.0, "1>0": 1.0}
-    assert X.fine_distinction_accuracy(wrong, data, n_unjudged=2) == {"2>1": 0.0, "1>0": 0.0}
-    tie = {"q": {"d1": 1.0, "d2": 1.0, "d3": 1.0}}
-    assert X.fine_distinction_accuracy(tie, data, n_unjudged=0)["2>1"] == 0.5
+    run = {"q": {"d0": 4.0, "d1": 3.0, "d2": 2.5, "d3": 2.0, "d4": 1.0}}
+    table = X.pair_scores(run, data, n_unjudged=2, seed=0)
+    assert sorted(table["grade"]) == [0, 0, 1, 2, 2, 3]
+    assert set(table.loc[table["grade"] == 0, "doc_id"]) <= {"d4", "d5"}
+    assert table.set_index("doc_id").loc["d2", "score"] == 2.5
+    if "d5" in set(table["doc_id"]):  # not in the run: scored below everything
+        assert table.set_index("doc_id").loc["d5", "score"] == -np.inf
+    with pytest.raises(X.BiXSEInputError, match="no split"):
+        X.pair_scores(run, data, "dev")
 
 
 def test_recipe_on_tiny_beir_graded_and_binary_without_train(tmp_path, tiny_model):

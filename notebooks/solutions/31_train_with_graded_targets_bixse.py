@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cookbook import evaluate, losses, models, retrieval
+from cookbook import evaluate, graded, losses, models, retrieval
 from cookbook.config import SEED
 from cookbook.finetune import fit
 
@@ -24,7 +24,8 @@ def _train(data, dataset, make_loss, *, steps: int, batch_size: int = 16, max_se
     index = retrieval.DenseIndex(model, data)
     run = index.search(data.split_queries("test"))
     scores = evaluate.evaluate(run, data.qrels["test"], ("nDCG@10", "R@10"))[0]
-    return {**scores, **losses.fine_distinction_accuracy(index, data),
+    fine = graded.fine_distinction_accuracy(index, data, kinds=("2>1", "1>0"), seed=seed)
+    return {**scores, "2>1": fine["2>1"], "1>0": fine["1>0"],
             "first loss": report["log"][0]["loss"] if report["log"] else None, "final loss": report["loss"],
             "scale": float(loss.scale.detach()), "bias": float(loss.bias.detach())}
 
