@@ -220,7 +220,10 @@ def train_score_model(model, pairs: pd.DataFrame, data, *, max_steps: int, batch
     import tempfile
 
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
     from transformers.trainer_callback import PrinterCallback
 
@@ -573,7 +576,8 @@ def acceptance_table(decisions: pd.DataFrame, n_levels: int = 4) -> pd.DataFrame
                      "agree": int((g["decision"] == "agree").sum()),
                      "relabel": int((g["decision"] == "relabel").sum()),
                      "accepted": int(g["accepted"].sum()), "accepted share": float(g["accepted"].mean())})
-    return pd.DataFrame(rows).set_index(["round", "requested level"]) if rows else pd.DataFrame()
+    columns = ["round", "requested level", "generated", "agree", "relabel", "accepted", "accepted share"]
+    return pd.DataFrame(rows, columns=columns).set_index(["round", "requested level"])
 
 
 def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, rounds: int = 2,
@@ -886,9 +890,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                           max_steps=sizes.get("score_steps", 40), batch_size=sizes.get("batch_size", 16), seed=seed)
         if isinstance(llm, LocalLLM):
             def train_qm(examples, rnd):
+                # the cache name carries the adapter's fingerprint: no clash with other runs
                 return fine_tune_query_model(examples, steps=sizes.get("lora_steps", 10), tokenizer=llm.tokenizer,
-                                             model=llm.model, cache=llm.cache, seed=seed + rnd,
-                                             name=f"{llm.model_name}+graded-r{rnd}")
+                                             model=llm.model, cache=llm.cache, seed=seed + rnd)
             first = None
         else:  # a remote or scripted LLM: prompted with few-shot examples of every level
             shots = few_shot_by_level(human, data, seed=seed)

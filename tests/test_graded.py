@@ -239,11 +239,7 @@ def test_fine_distinction_from_scratch_and_from_run(tiny_data, tiny_model, tiny_
     a, b = (q * hi).sum(1), (q * lo).sum(1)
     assert got["all"] == pytest.approx(float(np.mean(np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0)))), abs=1e-6)
     # a run that lists every pair's higher document first is always right
-    perfect = {}
-    for qid, hi_d, lo_d in zip(pairs["qid"], pairs["higher"], pairs["lower"]):
-        perfect.setdefault(qid, {})
-    for qid, docs in data_train.qrels["test"].items():
-        perfect[qid] = {d: float(g) for d, g in docs.items()}
+    perfect = {qid: {d: float(g) for d, g in docs.items()} for qid, docs in data_train.qrels["test"].items()}
     assert G.fine_distinction_accuracy(perfect, data_train, "test", n_zero=2, seed=3)["all"] == 1.0
     assert G.fine_distinction_accuracy({}, data_train, "test", n_zero=2, seed=3)["all"] == 0.5
 
