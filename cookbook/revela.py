@@ -349,15 +349,18 @@ def calibrate_strength(lm, tokenizer, chunks: list[dict], batches: list[list[int
     rows = []
     with torch.no_grad():
         for b, batch in enumerate(batches):
-            texts = [chunks[i]["text"] for i in batch]
-            n = len(texts)
+            input_ids, attention_mask, labels = lm_inputs(tokenizer, [chunks[i]["text"] for i in batch], max_length)
+            n = len(batch)
             uniform = torch.full((n, n), 1.0 / (n - 1)).fill_diagonal_(0.0)
-            rows.append({"batch": b, "normalize": False, "strength": 0.0,
-                         "loss": float(revela_lm_loss(lm, tokenizer, texts, uniform, max_length, strength=0.0))})
-            for normalize in normalize_options:
-                for strength in strengths:
-                    loss = revela_lm_loss(lm, tokenizer, texts, uniform, max_length, normalize, strength)
-                    rows.append({"batch": b, "normalize": normalize, "strength": strength, "loss": float(loss)})
+            state = InBatchState(key_mask=attention_mask.bool())
+            lm(input_ids=input_ids, attention_mask=attention_mask, revela=state, use_cache=False, logits_to_keep=1)
+            state.mode = "mix"  # the recorded keys and values serve every setting below
+            settings = [(False, 0.0)] + [(nm, st) for nm in normalize_options for st in strengths]
+            for normalize, strength in settings:
+                state.normalize, state.weights = normalize, uniform * strength
+                loss = lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, revela=state,
+                          use_cache=False).loss
+                rows.append({"batch": b, "normalize": normalize, "strength": strength, "loss": float(loss)})
     table = pd.DataFrame(rows).groupby(["normalize", "strength"], as_index=False)["loss"].mean()
     mixed = table[table["strength"] > 0]  # strength 0 is the stock LM: no gradient reaches w
     best = mixed.loc[mixed["loss"].idxmin()]
@@ -380,6 +383,17 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def peak_rss_mb() -> float:
@@ -405,9 +419,9 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
     """Train ``retriever`` (and the LM's trainable parameters, if any) on ``batches``, in place.
 
     One optimizer step per batch; the only loss is the LM's next-token cross-entropy. Returns
-    ``{"steps", "seconds", "seconds_per_step", "loss_first", "loss_last", "peak_rss_mb", "log"}``
-    (``log``: loss, mean largest weight and seconds per step; ``peak_rss_mb``: the process's
-    peak resident memory during training).
+    ``{"steps", "seconds", "seconds_per_step", "loss_first", "loss_last", "rss_before_mb",
+    "peak_rss_mb", "log"}`` (``log``: loss, mean largest weight and seconds per step; the process's
+    resident memory when training starts and its peak during training).
 
     Why not ``cookbook.finetune.fit``: the loss needs the LM and fixed BM25 groups as batches,
     which the sentence-transformers trainer (it shuffles rows) does not provide.
@@ -428,6 +442,7 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
     retriever.train()
     lm.train()
     reset_peak_rss()
+    rss_before = rss_mb()
     log, started = [], time.perf_counter()
     iterator = batches
     if progress:
@@ -449,7 +464,7 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
     seconds = time.perf_counter() - started
     return {"steps": len(log), "seconds": round(seconds, 1), "seconds_per_step": round(seconds / len(log), 2),
             "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"],
-            "peak_rss_mb": round(peak_rss_mb(), 1), "log": log}
+            "rss_before_mb": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1), "log": log}
 
 
 # --------------------------------------------------------------------------- starting retrievers
