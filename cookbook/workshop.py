@@ -4,8 +4,9 @@
 
     build/workshop/
       participant/              the repository as participants get it: package, notebooks
-                                (outputs stripped), fixtures, Makefile; the exercise solutions
-                                (notebooks/solutions/) and their tests are left out
+                                (outputs stripped), fixtures, Makefile (`make install`, `make lab`);
+                                the exercise solutions (notebooks/solutions/), the tests and CI
+                                are left out
       data-cache.tar.gz         data/cache prepared here (corpus for smoke and laptop, the
                                 converted SmolLM2 folder, KGE checkpoints, the LLM cache), to
                                 unpack in a participant's checkout: tar -xzf data-cache.tar.gz
@@ -34,7 +35,9 @@ from cookbook.config import CACHE_DIR, ROOT
 # data/cache entries that go into the archive; `runs` holds models trained by notebooks, which
 # participants train themselves, so it is left out.
 CACHE_ENTRIES = ("apidocs", "models", "kge", "llm_cache.sqlite")
-LEFT_OUT = ("notebooks/solutions/", "tests/test_solutions.py")
+# A participant copy is for learning, not for developing the cookbook: the exercise solutions go,
+# and with them the test suite and CI (which check the solutions and run every notebook).
+LEFT_OUT = ("notebooks/solutions/", "tests/", ".ci/")
 SOLUTIONS_LINE = re.compile(r"^Solutions:.*notebooks/solutions/.*$", re.M)
 PARTICIPANT_SOLUTIONS_NOTE = "Solutions: your instructor has them; try each exercise first."
 GUIDE_TIMES = "<!-- workshop:times -->"

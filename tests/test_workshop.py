@@ -55,7 +55,7 @@ def test_participant_copies_hold_every_notebook_and_no_solution(kit):
     assert sorted(p.name for p in (part / "notebooks").glob("*.ipynb")) == sources
     assert len(manifest["participant_notebooks"]) == len(sources)
     assert not (part / "notebooks" / "solutions").exists()
-    assert not (part / "tests" / "test_solutions.py").exists()
+    assert not (part / "tests").exists(), "the tests check the solutions: not for participants"
     assert (part / "cookbook" / "__init__.py").exists() and (part / "pyproject.toml").exists()
     # no solution's code reached the participant tree
     texts = [p.read_text(errors="ignore") for p in part.rglob("*") if p.is_file()]
