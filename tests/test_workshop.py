@@ -125,3 +125,9 @@ def test_cli_writes_the_kit(tmp_path):
     assert "participant notebooks (solutions left out)" in done.stdout
     with tarfile.open(out / "data-cache.tar.gz") as tar:
         assert "data/cache/llm_cache.sqlite" not in tar.getnames()
+
+
+def test_guide_covers_every_notebook():
+    guide = (ROOT / "docs" / "instructor_guide.md").read_text()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert f"\n| {path.name[:2]} " in guide, f"docs/instructor_guide.md has no row for {path.name}"
