@@ -19,8 +19,9 @@ TINY = {
     "promptagator": {"docs": 16, "n_samples": 2, "consistency_k": 300, "batch_size": 4},
     "customir": {"docs": 16, "n_samples": 2, "consistency_k": 300, "range_max": 5, "batch_size": 4},
     "scincl": {"epochs": 2, "steps": 2, "batch_size": 4, "max_anchors": 40},
-    "graded": {"smoke": True},
-    "bixse": {"smoke": True},
+    "graded": {"n_docs": 8, "rounds": 1, "score_steps": 2, "lora_steps": 1, "per_level": 8,
+               "batch_size": 4, "max_queries": 16},
+    "bixse": {"n_docs": 12, "n_samples": 2, "consistency_k": 300, "batch_size": 4},
     "reranker": {"n_docs": 8, "n_samples": 2, "group_size": 4, "label_depth": 6, "batch_size": 2,
                  "rerank_depth": 5, "max_length": 64},
     "revela": {"steps": 2, "batch_size": 4, "chunk_tokens": 32, "max_chunks": 64},
@@ -59,7 +60,7 @@ def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_model
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["recipe"] == name
-    assert set(report["before"]) >= {"nDCG@10", "R@10"} and set(report["after"]) >= {"nDCG@10", "R@10"}
+    assert "nDCG@10" in report["before"] and set(report["after"]) == set(report["before"])
     assert all(0.0 <= v <= 1.0 for v in report["after"].values())
     assert report["seconds"] > 0
     assert (out / "report.md").read_text().startswith(f"# Recipe `{name}`")
