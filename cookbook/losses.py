@@ -524,7 +524,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                  learning_rate=sizes.get("learning_rate", 5e-5), no_duplicates=True, seed=seed)
     path = Path(out_dir) / "model"
     model.save(str(path))
-    out = {"recipe": "bixse", "source": source, "targets": target_kind if source == "train split" else "1.0",
+    out = {"recipe": "bixse", "data": data.name, "source": source, "targets": target_kind if source == "train split" else "1.0",
            "train_pairs": int(len(pairs)),
            "grades": {str(k): int(v) for k, v in pairs["grade"].value_counts().sort_index().items()},
            "steps": report["steps"], "train_loss": report["loss"],
@@ -534,7 +534,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         qrels = data.qrels["test"]
         after_run = retrieval.dense_search(model, data, data.split_queries("test"))
         measures = ("nDCG@10", "R@10")
-        out["before"] = dict(evaluate.evaluate(before_run, qrels, measures)[0])
+        before = evaluate.evaluate(before_run, qrels, measures)[0]
+        out["before"], out["relevance"] = dict(before), before.rel
         out["after"] = dict(evaluate.evaluate(after_run, qrels, measures)[0])
         out["comparison"] = evaluate.compare(before_run, after_run, qrels, "nDCG@10")
     out["llm_usage"] = usage.as_dict()

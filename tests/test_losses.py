@@ -35,10 +35,10 @@ def test_loss_equals_a_from_scratch_computation():
     q, d = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
     y = torch.tensor([1.0, 2 / 3, 1 / 3, 0.0, 0.5])
     loss = X.BiXSELoss(model=None, scale=7.0, bias=-3.0)
-    ours = float(loss.compute_loss_from_embeddings([q, d], y))
+    ours = float(loss.compute_loss_from_embeddings([q, d], y).detach())
     assert ours == pytest.approx(scratch_bixse(q.numpy(), d.numpy(), y.numpy(), 7.0, -3.0), rel=1e-5)
     neg = torch.randn(5, 8, generator=g)  # an extra negative column: more documents, target 0
-    ours3 = float(loss.compute_loss_from_embeddings([q, d, neg], y))
+    ours3 = float(loss.compute_loss_from_embeddings([q, d, neg], y).detach())
     assert ours3 == pytest.approx(scratch_bixse(q.numpy(), torch.cat([d, neg]).numpy(), y.numpy(), 7.0, -3.0), rel=1e-5)
 
 
