@@ -536,9 +536,10 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     localized LCE groups -> cross-encoder trained with :class:`LCELoss` -> the dense top
     ``rerank_depth`` of the test queries reranked. ``sizes``: ``n_docs`` (60), ``n_samples``
     (2), ``group_size`` (8), ``label_depth`` (15), ``batch_size`` (4 groups), ``rerank_depth``
-    (20), ``max_length`` (128), ``margin`` (0.0). ``embedder=None`` loads MiniLM (first stage and
-    reranker backbone), ``llm=None`` the default LLM. Returns a JSON-able report; ``before``
-    (dense) and ``after`` (reranked) only when ``data`` has a test split.
+    (20), ``max_length`` (128), ``margin`` (0.0), ``learning_rate`` (1e-4, as notebook 40);
+    ``steps=None`` trains one epoch over the groups. ``embedder=None`` loads MiniLM (first stage
+    and reranker backbone), ``llm=None`` the default LLM. Returns a JSON-able report;
+    ``before`` (dense) and ``after`` (reranked) only when ``data`` has a test split.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
@@ -575,7 +576,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     steps = steps or max(1, -(-len(groups) // batch_size))  # default: one epoch
     model = cross_encoder_from(embedder, max_length=sizes.get("max_length", 128), seed=seed)
     report = train(model, group_dataset(groups, data, seed=seed), LCELoss(model, group_size=group_size),
-                   max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 2e-5),
+                   max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 1e-4),
                    seed=seed)
     path = Path(out_dir) / "model"
     model.save(str(path))
