@@ -122,6 +122,10 @@ def test_lab_opens_runs_and_leaves_the_notebook_unchanged(tmp_path):
     tracked = (NOTEBOOKS / NOTEBOOK).read_bytes()
     state = tmp_path / "lab-state"
     state.mkdir()
+    # Lab's own settings for this server: no "official Jupyter news?" prompt over the notebook
+    news = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false"}')
     screenshot = Path(os.environ.get("COOKBOOK_BROWSER_SCREENSHOT", tmp_path / "lab.png"))
 
     with jupyter_lab(work, state) as (base, token), sync_playwright() as pw:
