@@ -171,6 +171,8 @@ def model_fingerprint(model) -> str:
     """
     import torch
 
+    if hasattr(model, "fingerprint"):  # e.g. cookbook.quantize's int8 encoder
+        return model.fingerprint()
     digest = hashlib.sha1(repr(model).encode())
     digest.update(str(getattr(model, "max_seq_length", "")).encode())
     for name, value in model.state_dict().items():

@@ -8,6 +8,7 @@ code: a part calls them as a user would.
 part           what it measures
 =============  ======================================================================
 foundation     corpus build and cache, BM25, dense encode throughput, evaluation
+speed          fp32 vs int8 encode (same texts, nDCG@10 of both), embedding cache load vs encode
 llm            batched vs one-at-a-time generation, the cache, HTTP with 1 vs N in flight
 kge            seconds per epoch of each KGE model, triplet mining throughput
 clicks         click simulator vs the plain loop, two-tower training time
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 
-PARTS = ("foundation", "llm", "kge", "clicks")
+PARTS = ("foundation", "speed", "llm", "kge", "clicks")
 
 
 def run(profile_name: str, parts: list[str] | None = None) -> list[dict]:
