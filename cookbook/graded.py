@@ -827,11 +827,12 @@ def paired_per_query(a: pd.Series, b: pd.Series) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _zero_shot_pairs(data, llm, doc_ids, n_levels: int, seed: int) -> pd.DataFrame:
-    """Without a train split: top-level queries from the prompted model (zero-shot) for some
-    documents, each also paired with a random other document at level 0."""
+def _zero_shot_pairs(data, llm, doc_ids, n_levels: int, seed: int, n_samples: int = 2) -> pd.DataFrame:
+    """Without a train split: sampled top-level queries from the prompted model (zero-shot) for
+    some documents, each also paired with a random other document at level 0."""
     requests = pd.DataFrame({"doc_id": list(doc_ids), "level": n_levels - 1})
-    gen = clean(generate(llm, data, requests, n_levels=n_levels, generator="zero-shot", seed=seed), data)
+    gen = clean(generate(llm, data, requests, n_levels=n_levels, n=n_samples, temperature=0.8,
+                         generator="zero-shot", seed=seed), data, min_words=1, max_words=32)
     rng = random.Random(seed)
     others = sorted(data.corpus)
     rows = []
@@ -850,7 +851,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     level-0 documents) -> score model -> LoRA query model (when ``llm`` is a
     :class:`cookbook.llm.LocalLLM`, else ``llm`` itself writes queries, prompted) -> ``rounds``
     of the collaborative loop -> balanced training set -> the embedder fine-tuned with CoSENT.
-    ``sizes``: ``n_docs`` (40 documents to write for), ``rounds`` (2), ``threshold`` (0.5),
+    ``sizes``: ``n_docs`` (40 documents to write for), ``n_samples`` (2 sampled queries per
+    request, temperature 0.8), ``rounds`` (2), ``threshold`` (0.5),
     ``mode`` ("drop"), ``score_steps`` (40), ``lora_steps`` (10), ``per_level`` (200 pairs per
     level in the balanced set), ``batch_size`` (16), ``depth`` (10), ``max_queries`` (300).
     Returns a JSON-able report; ``before``/``after``/``comparison`` need a test split.
@@ -861,7 +863,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     from cookbook.config import seed_everything
     from cookbook.llm import LocalLLM
 
-    known = {"n_docs", "rounds", "threshold", "mode", "score_steps", "lora_steps", "per_level",
+    known = {"n_docs", "n_samples", "rounds", "threshold", "mode", "score_steps", "lora_steps", "per_level",
              "batch_size", "depth", "max_queries", "max_length"}
     if set(sizes) - known:
         raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
@@ -882,7 +884,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
             human = human_pairs(data, "train", retriever=index, depth=sizes.get("depth", 10),
                                 max_queries=sizes.get("max_queries", 300), seed=seed)
         else:
-            human = _zero_shot_pairs(data, llm, order[:n_docs], n_levels, seed)
+            human = _zero_shot_pairs(data, llm, order[:n_docs], n_levels, seed, sizes.get("n_samples", 2))
         if human.empty:
             raise GradedError("no human or zero-shot pairs to start from")
         scorer = score_model(n_levels, embedder=embedder, max_length=sizes.get("max_length", 128), seed=seed)
@@ -913,6 +915,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         loop = collaborate(data, human, scorer, order[:n_docs], rounds=sizes.get("rounds", 2),
                            train_query_model=train_qm, first_query_model=first,
                            threshold=sizes.get("threshold", 0.5), mode=sizes.get("mode", "drop"),
+                           n_samples=sizes.get("n_samples", 2), temperature=0.8,
                            score_steps=max(1, sizes.get("score_steps", 40) // 2), seed=seed)
     per_level = sizes.get("per_level", 200)
     train_set = balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
