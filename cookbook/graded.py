@@ -800,9 +800,10 @@ def fine_distinction_accuracy(scorer, data, split: str = "test", *, n_zero: int 
     hi = np.array([score(q, d) for q, d in zip(pairs["qid"], pairs["higher"])])
     lo = np.array([score(q, d) for q, d in zip(pairs["qid"], pairs["lower"])])
     pairs = pairs.assign(correct=np.where(hi > lo, 1.0, np.where(hi == lo, 0.5, 0.0)))
-    out: dict = {kind: float(g["correct"].mean()) for kind, g in pairs.groupby("kind")}
+    out: dict = {kind: float("nan") for kind in kinds}  # a kind without pairs stays NaN
+    out.update({kind: float(g["correct"].mean()) for kind, g in pairs.groupby("kind")})
     out["all"] = float(pairs["correct"].mean())
-    out["pairs"] = {kind: int(len(g)) for kind, g in pairs.groupby("kind")}
+    out["pairs"] = {kind: int((pairs["kind"] == kind).sum()) for kind in kinds}
     out["per_query"] = pairs.groupby("qid")["correct"].mean().rename("fine-distinction accuracy")
     return out
 

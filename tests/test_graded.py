@@ -285,3 +285,23 @@ def test_recipe_without_a_train_split(tiny_data, tiny_model, tmp_path):
     report = G.recipe(data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=1, n_docs=6,
                       rounds=1, score_steps=1, per_level=3, batch_size=4, max_length=32, threshold=0.0)
     assert report["human_pairs"] > 0 and (tmp_path / "model").exists()
+
+
+def test_cheap_solutions_run(tiny_data, tiny_model, tiny_index):
+    import importlib.util
+
+    from cookbook.config import ROOT
+
+    path = ROOT / "notebooks" / "solutions" / "30_synthesize_graded_relevance.py"
+    spec = importlib.util.spec_from_file_location("solution_30", path)
+    sol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sol)
+    ann = pd.DataFrame({"query": ["a b", "c d", "e f"], "doc_id": "d1", "level": [1, 2, 2],
+                        "pred": [1, 1, 0], "p_pred": [0.9, 0.9, 0.1]})
+    counts = sol.exercise_1_relabel_counts(ann, threshold=0.5)
+    assert counts.loc["drop"].sum() == 1 and counts.loc["relabel"].sum() == 2
+    sweep = sol.exercise_2_threshold_sweep(ann, ann.assign(pred=[1, 2, 2]), thresholds=(0.05, 0.5))
+    assert sweep["accepted"].tolist() == [1, 1] and sweep["judge agreement"].tolist() == [1.0, 1.0]
+    data = type(tiny_data)(tiny_data.corpus, tiny_data.queries, {"test": tiny_data.qrels["train"]})
+    view = sol.exercise_4_binary_view(data, {"tiny": tiny_index})
+    assert set(view.columns) == {"4 levels: 2>1", "4 levels: 1>0", "binary: relevant>rest"}
