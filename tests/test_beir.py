@@ -105,3 +105,29 @@ def test_query_meta_round_trips(tmp_path, smoke_data):
     again = beir.load_beir(folder)
     assert again.query_meta == json.loads(json.dumps(smoke_data.query_meta))
     assert again.eval_pairs == smoke_data.eval_pairs
+
+
+def test_edges_jsonl_becomes_the_graph_and_leak_guards_warn_when_blind(tmp_path):
+    import shutil
+    import warnings
+
+    from cookbook.beir import DataFormatError, load_beir, write_beir
+    from cookbook.corpus import assert_no_eval_leak
+
+    data = load_beir("data/fixtures/binary_beir")
+    assert data.graph.number_of_edges() == 720
+    assert {k for _, _, k in data.graph.edges(keys=True)} == {"same_device", "same_symptom"}
+    with pytest.warns(UserWarning, match="leak guard has no edges to block"):
+        assert data.eval_pairs == set()
+    with pytest.warns(UserWarning, match="nothing to compare"):
+        assert_no_eval_leak(data)
+    copy = write_beir(data, tmp_path / "copy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = load_beir(copy)
+    assert sorted(again.graph.edges(keys=True)) == sorted(data.graph.edges(keys=True))
+    broken = tmp_path / "broken"
+    shutil.copytree("data/fixtures/binary_beir", broken)
+    (broken / "edges.jsonl").write_text('{"source": "kettle/leak", "type": "x"}\n')
+    with pytest.raises(DataFormatError, match="edges.jsonl, line 1: field 'target': missing"):
+        load_beir(broken)
