@@ -109,11 +109,11 @@ class RetrievalData:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+def _json_objects(path: Path):
+    """``(line number, object)`` for each non-empty line of a JSONL file, validated as JSON objects."""
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, None, None, "file not found")
-    rows, seen = [], {}
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -124,19 +124,25 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]
                 raise DataFormatError(path, number, None, f"invalid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise DataFormatError(path, number, None, "expected a JSON object")
-            for name in required:
-                if name not in row:
-                    raise DataFormatError(path, number, name, "missing")
-                if not isinstance(row[name], str):
-                    raise DataFormatError(path, number, name, f"expected a string, got {row[name]!r}")
-            if row["_id"] == "":
-                raise DataFormatError(path, number, "_id", "empty id")
-            if row["_id"] in seen:
-                raise DataFormatError(
-                    path, number, "_id", f"duplicate id {row['_id']!r} (first on line {seen[row['_id']]})"
-                )
-            seen[row["_id"]] = number
-            rows.append((number, row))
+            yield number, row
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    rows, seen = [], {}
+    for number, row in _json_objects(path):
+        for name in required:
+            if name not in row:
+                raise DataFormatError(path, number, name, "missing")
+            if not isinstance(row[name], str):
+                raise DataFormatError(path, number, name, f"expected a string, got {row[name]!r}")
+        if row["_id"] == "":
+            raise DataFormatError(path, number, "_id", "empty id")
+        if row["_id"] in seen:
+            raise DataFormatError(
+                path, number, "_id", f"duplicate id {row['_id']!r} (first on line {seen[row['_id']]})"
+            )
+        seen[row["_id"]] = number
+        rows.append((number, row))
     return rows
 
 
@@ -203,24 +209,14 @@ def read_edges(path, corpus: dict):
     for doc_id, doc in corpus.items():
         attrs = {k: doc[k] for k in ("kind", "package") if k in doc}
         graph.add_node(doc_id, title=doc.get("title") or doc_id, **attrs)
-    path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(path, number, None, f"invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(path, number, None, "expected a JSON object")
-            for name in ("source", "target", "type"):
-                if not isinstance(row.get(name), str) or not row[name]:
-                    raise DataFormatError(path, number, name, "missing or not a non-empty string")
-            for name in ("source", "target"):
-                if row[name] not in corpus:
-                    raise DataFormatError(path, number, name, f"unknown document {row[name]!r}")
-            graph.add_edge(row["source"], row["target"], key=row["type"], type=row["type"])
+    for number, row in _json_objects(path):
+        for name in ("source", "target", "type"):
+            if not isinstance(row.get(name), str) or not row[name]:
+                raise DataFormatError(path, number, name, "missing or not a non-empty string")
+        for name in ("source", "target"):
+            if row[name] not in corpus:
+                raise DataFormatError(path, number, name, f"unknown document {row[name]!r}")
+        graph.add_edge(row["source"], row["target"], key=row["type"], type=row["type"])
     return graph
 
 

@@ -160,6 +160,19 @@ def load_causal_lm(role: str = "generator", device: str | None = None):
     return tokenizer, model
 
 
+def _save_folder(folder: Path, model, tokenizer) -> None:
+    """Save a model and tokenizer under a temporary name, then rename: never half a folder."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tiny_embedder(seed: int = 0, dim: int = 32):
     """A randomly initialised two-layer BERT SentenceTransformer for fast unit tests.
 
@@ -183,15 +196,7 @@ def tiny_embedder(seed: int = 0, dim: int = 32):
             vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
             num_attention_heads=2, intermediate_size=2 * dim, max_position_embeddings=128,
         )
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        BertModel(config).save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished first
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        _save_folder(folder, BertModel(config), tokenizer)
     transformer = Transformer(str(folder), max_seq_length=64)
     pooling = Pooling(dim, pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
@@ -218,15 +223,7 @@ def tiny_causal_lm(seed: int = 0, dim: int = 32) -> Path:
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    LlamaForCausalLM(config).save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save_folder(folder, LlamaForCausalLM(config), tokenizer)
     return folder
 
 

@@ -82,6 +82,16 @@ def _defaults(embedder, llm):
     return embedder, llm
 
 
+def _start(data, embedder, llm):
+    """Clock, default models, the base model's test metrics and its index (shared by the LLM recipes)."""
+    from cookbook import retrieval
+
+    started = time.perf_counter()
+    embedder, llm = _defaults(embedder, llm)
+    before, run_before = _evaluate_model(embedder, data)
+    return started, embedder, llm, before, run_before, retrieval.DenseIndex(embedder, data)
+
+
 def _generated_pairs(data, llm, index, *, docs, n_samples, consistency_k, examples, instruction, seed):
     from cookbook import querygen
 
@@ -102,12 +112,9 @@ def promptagator(data, out_dir, *, embedder=None, llm=None, docs: int = 100, n_s
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
-    from cookbook import querygen, retrieval
+    from cookbook import querygen
 
-    started = time.perf_counter()
-    embedder, llm = _defaults(embedder, llm)
-    before, run_before = _evaluate_model(embedder, data)
-    index = retrieval.DenseIndex(embedder, data)
+    started, embedder, llm, before, run_before, index = _start(data, embedder, llm)
     with llm.track() as usage:
         res, pairs = _generated_pairs(data, llm, index, docs=docs, n_samples=n_samples,
                                       consistency_k=consistency_k, examples=examples,
@@ -127,12 +134,9 @@ def customir(data, out_dir, *, embedder=None, llm=None, docs: int = 100, n_sampl
 
     Taught in: notebooks/21_adapt_to_known_corpus_customir.ipynb
     """
-    from cookbook import negatives, querygen, retrieval
+    from cookbook import negatives, querygen
 
-    started = time.perf_counter()
-    embedder, llm = _defaults(embedder, llm)
-    before, run_before = _evaluate_model(embedder, data)
-    index = retrieval.DenseIndex(embedder, data)
+    started, embedder, llm, before, run_before, index = _start(data, embedder, llm)
     with llm.track() as usage:
         _, pairs = _generated_pairs(data, llm, index, docs=docs, n_samples=n_samples,
                                     consistency_k=consistency_k, examples=examples,
