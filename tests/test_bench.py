@@ -26,5 +26,5 @@ def test_click_rows_have_the_contract_keys():
 
 
 def test_unknown_part_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown bench part 'gpu'; known: foundation, llm"):
+    with pytest.raises(ValueError, match="unknown bench part 'gpu'; known: foundation, speed, llm"):
         bench.run("smoke", ["gpu"])
