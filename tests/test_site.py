@@ -78,3 +78,13 @@ def test_site_refuses_missing_stale_and_failed_runs(site, tmp_path):
     _notebook(tmp_path / "unrun", executed=False)
     with pytest.raises(site.SiteError, match="not executed"):
         site.build(tmp_path / "unrun", tmp_path / "site", paths=[source])
+
+
+def test_site_builds_from_relative_folders_as_make_passes_them(site, tmp_path, monkeypatch):
+    """`make test` passes build/nbexec and build/site relative to the repository root."""
+    source = _notebook(tmp_path / "src", executed=False)
+    _notebook(tmp_path / "build" / "nbexec", executed=True)
+    monkeypatch.chdir(tmp_path)
+    report = site.build(Path("build/nbexec"), Path("build/site"), paths=[source])
+    assert report["notebook_pages"] == 1
+    assert (tmp_path / "build" / "site" / "notebooks" / "01_try_thing.html").exists()

@@ -81,6 +81,8 @@ def build(executed_dir: Path, out_dir: Path, paths: list[Path] | None = None) ->
     paths = paths if paths is not None else sources()
     if not paths:
         raise SiteError(f"no notebooks in {NOTEBOOKS}")
+    # sphinx runs with cwd=src: relative folders (as `make test` passes them) must be absolute
+    executed_dir, out_dir = executed_dir.resolve(), out_dir.resolve()
     started = time.perf_counter()
     checked = [check_executed(p, executed_dir / p.name) for p in paths]
     src = out_dir.parent / (out_dir.name + "-src")
