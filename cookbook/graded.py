@@ -809,8 +809,8 @@ def fine_distinction_accuracy(scorer, data, split: str = "test", *, n_zero: int 
 
 
 def paired_per_query(a: pd.Series, b: pd.Series) -> dict:
-    """Paired t-test and Wilcoxon of two per-query score series (B minus A), over the queries
-    both have."""
+    """Paired t-test, Wilcoxon and a bootstrap 95% interval of the mean difference of two
+    per-query score series (B minus A), over the queries both have."""
     from scipy import stats
 
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
@@ -818,9 +818,12 @@ def paired_per_query(a: pd.Series, b: pd.Series) -> dict:
     out = {"queries": int(len(diff)), "mean_a": float(both["a"].mean()), "mean_b": float(both["b"].mean()),
            "diff": float(diff.mean()) if len(diff) else 0.0}
     if len(diff) < 2 or np.allclose(diff, 0):
-        return {**out, "t_p": 1.0, "wilcoxon_p": 1.0}
+        return {**out, "t_p": 1.0, "wilcoxon_p": 1.0, "ci_low": out["diff"], "ci_high": out["diff"]}
+    from cookbook.evaluate import bootstrap_ci
+
+    low, high = bootstrap_ci(diff)
     return {**out, "t_p": float(stats.ttest_rel(both["b"], both["a"]).pvalue),
-            "wilcoxon_p": float(stats.wilcoxon(diff).pvalue)}
+            "wilcoxon_p": float(stats.wilcoxon(diff).pvalue), "ci_low": low, "ci_high": high}
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,8 +199,12 @@ def notebook_section(name: str, payload: dict) -> str:
         out += [str(payload["notes"]), ""]
     systems = [(label, v) for label, v in leaves if is_summary(v)]
     if systems:
-        out += ["| system | " + " | ".join(SYSTEM_METRICS) + " |", "|---|" + "---:|" * len(SYSTEM_METRICS)]
-        out += [f"| {label} | " + " | ".join(fmt_number(v.get(m)) for m in SYSTEM_METRICS) + " |"
+        # the standard measures first, then any other number the systems carry (e.g. fine distinctions)
+        extra = [k for _, v in systems for k, x in v.items()
+                 if k not in SYSTEM_METRICS and isinstance(x, (int, float)) and not isinstance(x, bool)]
+        columns = [m for m in SYSTEM_METRICS if any(m in v for _, v in systems)] + list(dict.fromkeys(extra))
+        out += ["| system | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        out += [f"| {label} | " + " | ".join(fmt_number(v.get(m)) for m in columns) + " |"
                 for label, v in systems]
         out.append("")
     cmps = [(label, v) for label, v in leaves if is_comparison(v)]

@@ -486,7 +486,11 @@ def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: s
     from cookbook.models import resolve
 
     try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
     except ImportError:  # older releases
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
