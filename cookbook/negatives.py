@@ -173,14 +173,20 @@ def false_negative_rate(negatives: pd.DataFrame, labels: dict[int, dict[str, int
     return float(np.mean(hits))
 
 
-def doc_labels(data, doc_ids) -> dict[str, dict[str, int]]:
+#: edge types of the API-docs graph whose rule made its graded qrels (``corpus.graded_qrels``)
+APIDOCS_EDGE_TYPES = frozenset({"see_also", "same_name"})
+
+
+def doc_labels(data, doc_ids, *, from_graph: bool | None = None) -> dict[str, dict[str, int]]:
     """Graded labels around each document, to label generated queries by their source.
 
-    With a graph (the API docs): the structure-derived grades of the rule that made the qrels
+    From the graph (the API docs): the structure-derived grades of the rule that made the qrels
     (3 the document, 2 its see_also neighbours and same-name twins, 1 same topic), computed on
-    the training graph (evaluation edges removed). Without one (a plain BEIR folder): the
-    document itself at the top grade, plus every document that a judged query of any split
-    marks relevant together with it, at the lower of the two grades. Used to *measure* false
+    the training graph (evaluation edges removed). From the qrels (a plain BEIR folder, or a
+    folder whose own ``edges.jsonl`` follows another rule): the document itself at the top grade
+    of the qrels, plus every document that a judged query of any split marks relevant together
+    with it, at the lower of the two grades. ``from_graph=None`` uses the graph rule only when the
+    graph has the API-docs edge types (``see_also`` or ``same_name``). Used to *measure* false
     negatives only; no label from here reaches a training set.
 
     Taught in: notebooks/21_adapt_to_known_corpus_customir.ipynb
@@ -188,7 +194,12 @@ def doc_labels(data, doc_ids) -> dict[str, dict[str, int]]:
     from collections import defaultdict
 
     wanted = list(dict.fromkeys(doc_ids))
-    if data.graph is None:
+    if from_graph is None:
+        from_graph = data.graph is not None and any(
+            kind in APIDOCS_EDGE_TYPES for _, _, kind in data.graph.edges(keys=True))
+    if from_graph and data.graph is None:
+        raise ValueError(f"dataset {data.name!r} has no graph: use from_graph=False (labels from the qrels)")
+    if not from_graph:
         top = max((g for rows in data.qrels.values() for docs in rows.values() for g in docs.values()),
                   default=1)
         out = {d: {d: top} for d in wanted}

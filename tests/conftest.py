@@ -17,6 +17,15 @@ def smoke_data():
 
 
 @pytest.fixture(scope="session")
+def binary_data():
+    """The binary BEIR fixture: plain folder, grade-1 labels, a test split only, its own edges.jsonl."""
+    from cookbook.beir import load_beir
+    from cookbook.config import DATA_DIR
+
+    return load_beir(DATA_DIR / "fixtures" / "binary_beir")
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     from cookbook.models import tiny_embedder
 

@@ -305,3 +305,13 @@ def test_cheap_solutions_run(tiny_data, tiny_model, tiny_index):
     data = type(tiny_data)(tiny_data.corpus, tiny_data.queries, {"test": tiny_data.qrels["train"]})
     view = sol.exercise_4_binary_view(data, {"tiny": tiny_index})
     assert set(view.columns) == {"4 levels: 2>1", "4 levels: 1>0", "binary: relevant>rest"}
+
+
+def test_paired_per_query_has_a_bootstrap_interval_around_the_mean_difference():
+    a = pd.Series([0.2, 0.5, 0.4, 0.9, 0.1, 0.6], index=list("abcdef"))
+    b = a + pd.Series([0.1, 0.0, 0.2, 0.1, 0.05, 0.15], index=list("abcdef"))
+    out = G.paired_per_query(a, b)
+    assert out["queries"] == 6 and out["diff"] == pytest.approx(0.1)
+    assert out["ci_low"] <= out["diff"] <= out["ci_high"] and out["ci_low"] > 0
+    same = G.paired_per_query(a, a)
+    assert same["t_p"] == 1.0 and same["ci_low"] == same["ci_high"] == 0.0

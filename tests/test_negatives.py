@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -116,3 +118,16 @@ def test_prompt_judge_over_an_openai_compatible_chat_endpoint(smoke_data, json_s
     assert list(out["judge_yes"]) == expected and expected[0]
     assert len(seen) == 2 and all(path == "/v1/chat/completions" for path, _ in seen)
     assert all(body["max_tokens"] == 3 and body["temperature"] == 0.0 for _, body in seen)
+
+
+def test_doc_labels_on_a_folder_with_its_own_graph_follow_the_qrels(binary_data):
+    """A user's edges.jsonl follows its own rule: labels come from the qrels, never grade 3 on binary data."""
+    assert binary_data.graph is not None and binary_data.graph.number_of_edges() > 0
+    qid, judged = sorted(binary_data.qrels["test"].items())[0]
+    (a,) = judged
+    assert N.doc_labels(binary_data, [a]) == {a: {a: 1}}  # its own edges do not make it grade 3
+    b = next(d for d in sorted(binary_data.corpus) if d != a)
+    both = dataclasses.replace(binary_data, qrels={"test": {**binary_data.qrels["test"], qid: {a: 1, b: 1}}})
+    assert N.doc_labels(both, [a]) == {a: {a: 1, b: 1}}  # judged relevant together for one query
+    with pytest.raises(ValueError, match="no graph"):
+        N.doc_labels(dataclasses.replace(binary_data, graph=None), [a], from_graph=True)

@@ -101,3 +101,41 @@ def test_promptagator_end_to_end_with_stub_index(smoke_data):
     assert res.final.groupby("doc_id").size().max() == 1
     pairs = Q.to_pairs(res.final, smoke_data)
     assert pairs.column_names == ["anchor", "positive"] and len(pairs) == len(res.final)
+
+
+class RecordingLLM(ScriptedLLM):
+    """ScriptedLLM that keeps the prompts it was sent."""
+
+    def __init__(self, data, examples):
+        super().__init__(data, examples)
+        self.prompts: list[str] = []
+
+    def _generate_batch(self, prompts, params, chat):
+        self.prompts.extend(prompts)
+        return super()._generate_batch(prompts, params, chat)
+
+
+def test_promptagator_on_a_binary_folder_zero_shot_and_with_your_examples(binary_data):
+    """No train split: zero-shot with a warning; your own examples and instruction go into the prompt."""
+
+    class Oracle:
+        def search(self, queries, k):
+            return {q: {d: 1.0} for q, d in zip(queries, docs * 10)}
+
+    docs = sorted(binary_data.corpus)[:3]
+    assert "train" not in binary_data.qrels
+    llm = RecordingLLM(binary_data, [{"query": "unused"}])
+    with pytest.warns(UserWarning, match="no train split"):
+        res = Q.promptagator(binary_data, llm, Oracle(), docs, n_samples=2, consistency_k=5)
+    assert res.examples == [] and len(llm.prompts) == len(docs)
+    assert all(p.count("Document: ") == 1 for p in llm.prompts)  # zero-shot: only the target document
+
+    mine = [{"query": "why does my kettle click off early", "doc_id": docs[-1]}]
+    llm = RecordingLLM(binary_data, mine)
+    res = Q.promptagator(binary_data, llm, Oracle(), docs[:2], examples=mine,
+                         instruction="Write the question a customer would type.", n_samples=2, consistency_k=5)
+    assert res.examples == mine
+    assert all(p.startswith("Write the question a customer would type.") for p in llm.prompts)
+    assert all("why does my kettle click off early" in p and p.count("Document: ") == 2 for p in llm.prompts)
+    kept = res.cleaned[res.cleaned["reason"] == ""]["query"].str.lower()
+    assert "why does my kettle click off early" not in set(kept)  # a copied example is dropped
