@@ -182,7 +182,7 @@ def _jsonable(value):
 def save_results(notebook: str, metrics: dict, timings: dict, results_dir: Path | None = None, **extra) -> Path:
     """Write a notebook's headline metrics and timings to ``data/results/<profile>/<notebook>.json``.
 
-    The README results table and notebook 90 are generated from these files, so every number
+    The README results table and RESULTS.md are generated from these files, so every number
     they show was computed by a run. One folder per profile: a smoke run never overwrites the
     laptop numbers.
 

@@ -127,10 +127,6 @@ def random_batches(chunks: list[dict], batch_size: int = 8, seed: int = SEED) ->
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def check_no_query_text(chunks: list[dict], batches: list[list[int]], data,
                         splits=("dev", "test")) -> int:
     """Fail with :class:`QueryLeakError` if a batch holds an evaluation query's text.
@@ -140,7 +136,9 @@ def check_no_query_text(chunks: list[dict], batches: list[list[int]], data,
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
-    eval_texts = {_norm(data.queries[q]): q for s in splits for q in data.qrels.get(s, {})}
+    from cookbook.beir import normalize_text
+
+    eval_texts = {normalize_text(data.queries[q]): q for s in splits for q in data.qrels.get(s, {})}
     checked = 0
     for b, batch in enumerate(batches):
         for i in batch:
@@ -148,7 +146,7 @@ def check_no_query_text(chunks: list[dict], batches: list[list[int]], data,
             if chunk["doc_id"] not in data.corpus:
                 raise QueryLeakError(f"batch {b}: chunk {i} comes from {chunk['doc_id']!r}, not a corpus document")
             for key in ("text", "query"):
-                hit = eval_texts.get(_norm(chunk[key]))
+                hit = eval_texts.get(normalize_text(chunk[key]))
                 if hit is not None:
                     raise QueryLeakError(f"batch {b}: chunk {i} {key} equals evaluation query {hit!r}")
             checked += 1
