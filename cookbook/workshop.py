@@ -125,20 +125,13 @@ def write_cache_archive(path: Path, cache_dir: Path = CACHE_DIR, entries=CACHE_E
 
 def times_markdown(runs_dir: Path) -> str:
     """Measured wall time per notebook and profile, or a sentence saying none were measured."""
-    reports = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/timings.json"))]
-    if not reports:
+    from cookbook.results import times_table
+
+    if not list(Path(runs_dir).glob("*/timings.json")):
         return ("No timed runs were found in `runs/` when this kit was written: run `make run` "
                 "(laptop) and `make run PROFILE=smoke` on the workshop machine, then `make workshop` again.")
-    profiles = [r["profile"] for r in reports]
-    cells: dict[str, dict[str, str]] = {}
-    for report in reports:
-        for row in report["notebooks"]:
-            shown = f"{row['seconds'] / 60:.1f} min" + ("" if row.get("ok", True) else " (failed)")
-            cells.setdefault(row["notebook"], {})[report["profile"]] = shown
-    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---|" + "---:|" * len(profiles)]
-    lines += [f"| {name} | " + " | ".join(cells[name].get(p, "") for p in profiles) + " |" for name in sorted(cells)]
     return ("Wall time to execute each notebook, measured on the machine that wrote this kit "
-            "(`runs/<profile>/timings.json`):\n\n" + "\n".join(lines))
+            "(`runs/<profile>/timings.json`):\n\n" + times_table(runs_dir))
 
 
 def write_guide(path: Path, guide: Path, runs_dir: Path) -> None:
