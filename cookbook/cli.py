@@ -121,6 +121,7 @@ def _recipe(args) -> int:
     from cookbook import recipes
     from cookbook.beir import DataFormatError
 
+    os.environ.setdefault("COOKBOOK_PROGRESS", "1")  # tqdm bars for encoding and training steps
     try:
         report = recipes.run(args.name, args.data, args.out, **_parse_sets(args.set))
     except (recipes.RecipeError, DataFormatError, TypeError) as err:

@@ -12,6 +12,7 @@ Taught in: notebooks/20_generate_queries_promptagator.ipynb
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -21,7 +22,7 @@ from cookbook.config import SEED
 def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         batch_size: int = 16, learning_rate: float = 2e-5, warmup: float = 0.0,
         no_duplicates: bool = False, seed: int = SEED, output_dir: str | None = None,
-        progress: bool = False, logging_steps: int | None = None, prompts: dict | str | None = None) -> dict:
+        progress: bool | None = None, logging_steps: int | None = None, prompts: dict | str | None = None) -> dict:
     """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
 
     ``max_steps`` > 0 overrides ``epochs``. ``warmup`` below 1 is a share of the steps, from 1
@@ -30,6 +31,8 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     prepended per column for e5/bge-style models (``{"anchor": "query: ", "positive":
     "passage: "}``), as sentence-transformers' trainer does. Returns ``{"steps",
     "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows).
+    ``progress=None`` shows the trainer's tqdm bar when ``COOKBOOK_PROGRESS=1`` (the recipe
+    command sets it); notebooks stay quiet.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
@@ -45,6 +48,8 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     if batch_size < 1 or (max_steps < 1 and epochs <= 0):
         raise ValueError(f"batch_size must be positive and max_steps or epochs set "
                          f"(got batch_size={batch_size}, max_steps={max_steps}, epochs={epochs})")
+    if progress is None:
+        progress = os.environ.get("COOKBOOK_PROGRESS") == "1"
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=output_dir or tmp, num_train_epochs=epochs, max_steps=max_steps,

@@ -935,7 +935,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     report = train_embedder(model, train_set, data, max_steps=steps, batch_size=batch_size,
                             n_levels=n_levels, seed=seed)
     path = Path(out_dir) / "model"
-    model.save(str(path))
+    from cookbook.models import save_model
+
+    save_model(model, path)
     out = {"recipe": "graded", "n_levels": n_levels, "human_pairs": int(len(human)),
            "synthetic_accepted": int(len(loop.accepted)), "train_pairs": int(len(train_set)),
            "histogram_before": {str(k): v for k, v in level_histogram(human, n_levels).items()},

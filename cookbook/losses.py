@@ -523,7 +523,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     report = fit(model, pairs_dataset(pairs, data, "target"), loss, max_steps=steps, batch_size=batch_size,
                  learning_rate=sizes.get("learning_rate", 5e-5), no_duplicates=True, seed=seed)
     path = Path(out_dir) / "model"
-    model.save(str(path))
+    from cookbook.models import save_model
+
+    save_model(model, path)
     out = {"recipe": "bixse", "data": data.name, "source": source, "targets": target_kind if source == "train split" else "1.0",
            "train_pairs": int(len(pairs)),
            "grades": {str(k): int(v) for k, v in pairs["grade"].value_counts().sort_index().items()},

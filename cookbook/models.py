@@ -160,6 +160,29 @@ def load_causal_lm(role: str = "generator", device: str | None = None):
     return tokenizer, model
 
 
+def save_model(model, path) -> Path:
+    """Save a SentenceTransformer or CrossEncoder to ``path`` without ever leaving half a folder:
+    written under a temporary name, then renamed over any earlier model at ``path``.
+
+    Taught in: notebooks/20_generate_queries_promptagator.ipynb (the recipe command)
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    if path.exists():
+        old = path.with_name(f"{path.name}.old{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
+    return path
+
+
 def _save_folder(folder: Path, model, tokenizer) -> None:
     """Save a model and tokenizer under a temporary name, then rename: never half a folder."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

@@ -11,7 +11,7 @@ Use it for evaluation and search, never for training (it has no gradients). It i
 extra: ``pip install -e '.[int8]'``. ``python -m cookbook bench --part speed`` measures its
 throughput and its nDCG@10 against fp32 on the same texts in one run.
 
-Taught in: notebooks/10_explore_query_document_pairs.ipynb (the bench numbers, README)
+Taught in: notebooks/10_explore_query_document_pairs.ipynb
 """
 
 from __future__ import annotations

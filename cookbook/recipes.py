@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -45,16 +46,17 @@ def _evaluate_model(model, data, split: str = "test"):
 
     if not data.qrels.get(split):
         return None, None
-    run = retrieval.DenseIndex(model, data).search(data.split_queries(split), k=100)
+    progress = os.environ.get("COOKBOOK_PROGRESS") == "1"
+    run = retrieval.DenseIndex(model, data, show_progress_bar=progress).search(data.split_queries(split), k=100)
     return evaluate.evaluate(run, data.qrels[split])[0], run
 
 
 def _finish(name: str, data, model, out_dir: Path, before, run_before, started: float, **extra) -> dict:
     """Save the model, score it after training, and assemble the report."""
-    from cookbook import evaluate
+    from cookbook import evaluate, models
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(str(out_dir / "model"))
+    models.save_model(model, out_dir / "model")
     report = {"recipe": name, "data": data.name, **extra}
     if before is not None:
         after, run_after = _evaluate_model(model, data)

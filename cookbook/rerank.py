@@ -579,7 +579,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                    max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 1e-4),
                    seed=seed)
     path = Path(out_dir) / "model"
-    model.save(str(path))
+    from cookbook.models import save_model
+
+    save_model(model, path)
     out = {"recipe": "reranker", "train_pairs": int(len(pairs)), "groups": int(len(groups)),
            "group_size": int(group_size), "filled_negatives": int(groups["n_filled"].sum()),
            "steps": report["steps"], "train_loss": report["loss"], "model": str(path)}

@@ -518,7 +518,9 @@ def save_retriever(retriever, path) -> Path:
     if inner is not None and hasattr(inner, "merge_and_unload"):
         first.model = inner.merge_and_unload()
     path.parent.mkdir(parents=True, exist_ok=True)
-    retriever.save(str(path))
+    from cookbook.models import save_model
+
+    save_model(retriever, path)
     return path
 
 

@@ -499,7 +499,7 @@ def finetune_triplets(
     warmup: float = 0.1,
     seed: int = SEED,
     output_dir: str | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict:
     """Fine-tune a SentenceTransformer in place with ``TripletLoss`` via ``SentenceTransformerTrainer``.
 

@@ -44,3 +44,15 @@ def test_cached_generator_loads_as_safetensors_and_generates():
     batch = tokenizer(["numpy.mean computes the"], return_tensors="pt")
     out = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert out.shape[1] > batch["input_ids"].shape[1]
+
+
+def test_save_model_replaces_a_folder_whole_and_leaves_no_temporary(tmp_path, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    path = models.save_model(tiny_model, tmp_path / "out" / "model")
+    (path / "stale.txt").write_text("from an earlier run")
+    models.save_model(tiny_model, path)  # again: the earlier folder is replaced, not merged into
+    assert not (path / "stale.txt").exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model"]
+    loaded = SentenceTransformer(str(path), device="cpu")
+    assert np.allclose(loaded.encode(["a b c"]), tiny_model.encode(["a b c"]), atol=1e-6)
