@@ -90,13 +90,14 @@ class DenseIndex:
 
     ``query_prompt`` / ``document_prompt`` are prepended for embedders trained with them
     (e5: ``"query: "`` and ``"passage: "``; bge: an instruction before queries only).
+    ``pool`` (from :func:`start_pool`) spreads the corpus encoding over several processes.
 
     Taught in: notebooks/10_explore_query_document_pairs.ipynb
     """
 
     def __init__(self, model, corpus, batch_size: int = 64, faiss_threshold: int = 200_000,
                  show_progress_bar: bool = False, query_prompt: str | None = None,
-                 document_prompt: str | None = None, cache: bool | None = None):
+                 document_prompt: str | None = None, cache: bool | None = None, pool=None):
         self.model = model
         self.ids, texts = _texts(corpus)
         self.batch_size = batch_size
@@ -106,10 +107,10 @@ class DenseIndex:
         if use_cache:
             self.embeddings, self.cache_hit = cached_encode(model, texts, batch_size=batch_size,
                                                             prompt=document_prompt,
-                                                            show_progress_bar=show_progress_bar)
+                                                            show_progress_bar=show_progress_bar, pool=pool)
         else:
             self.embeddings = encode(model, texts, batch_size=batch_size,
-                                     show_progress_bar=show_progress_bar, prompt=document_prompt)
+                                     show_progress_bar=show_progress_bar, prompt=document_prompt, pool=pool)
         self.faiss_index = None
         if len(self.ids) > faiss_threshold:
             try:
@@ -193,7 +194,8 @@ def _texts_fingerprint(texts: list[str]) -> str:
 
 
 def cached_encode(model, texts: list[str], batch_size: int = 64, prompt: str | None = None,
-                  show_progress_bar: bool = False, cache_dir: Path | None = None) -> tuple[np.ndarray, bool]:
+                  show_progress_bar: bool = False, cache_dir: Path | None = None,
+                  pool=None) -> tuple[np.ndarray, bool]:
     """:func:`encode` through the on-disk embedding cache: ``(embeddings, loaded_from_cache)``.
 
     The key joins the model fingerprint, the texts' checksum, the prompt and normalisation.
@@ -214,7 +216,7 @@ def cached_encode(model, texts: list[str], batch_size: int = 64, prompt: str | N
                 return emb, True
         except (OSError, ValueError):  # unreadable: encode again
             pass
-    emb = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prompt=prompt)
+    emb = encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prompt=prompt, pool=pool)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, emb)

@@ -45,12 +45,15 @@ def test_multi_process_pool_encodes_the_same_vectors(tiny_model):
     from cookbook import retrieval
 
     texts = [f"note {i} about the kettle and its fuse" for i in range(40)]
+    corpus = {f"d{i}": {"title": "", "text": t} for i, t in enumerate(texts)}
     pool = retrieval.start_pool(tiny_model, processes=2)
     try:
         pooled = retrieval.encode(tiny_model, texts, batch_size=8, pool=pool)
+        index = retrieval.DenseIndex(tiny_model, corpus, batch_size=8, cache=False, pool=pool)
     finally:
         tiny_model.stop_multi_process_pool(pool)
-    assert np.allclose(pooled, retrieval.encode(tiny_model, texts, batch_size=8), atol=1e-5)
+    plain = retrieval.encode(tiny_model, texts, batch_size=8)
+    assert np.allclose(pooled, plain, atol=1e-5) and np.allclose(index.embeddings, plain, atol=1e-5)
 
 
 def test_query_and_document_prompts_reach_the_encoder(tiny_model):
