@@ -17,6 +17,9 @@ Taught in: notebooks/10_explore_query_document_pairs.ipynb
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,20 @@ import numpy as np
 
 class QuantizeError(RuntimeError):
     """The model cannot be exported or quantised (the message says why)."""
+
+
+@contextmanager
+def _quiet():
+    """Silence the exporter's tracer warnings and onnxruntime's advice for one block."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _modules(model):
@@ -75,7 +92,8 @@ class OnnxInt8Encoder:
             if not fp32.exists():
                 self._export(hf, fp32)
             tmp = int8.with_suffix(".tmp.onnx")
-            quantize_dynamic(str(fp32), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8)
+            with _quiet():  # onnxruntime logs a pre-processing hint on the root logger
+                quantize_dynamic(str(fp32), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8)
             tmp.replace(int8)
         options = ort.SessionOptions()
         if threads:
@@ -102,7 +120,7 @@ class OnnxInt8Encoder:
         axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                 "token_type_ids": {0: "batch", 1: "tokens"}, "hidden": {0: "batch", 1: "tokens"}}
         tmp = path.with_suffix(".tmp.onnx")
-        with torch.no_grad():
+        with torch.no_grad(), _quiet():  # the tracer warns about Python-side shape checks
             torch.onnx.export(Wrapper(hf.eval()), args, str(tmp), input_names=list(axes)[:3],
                               output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False)
         tmp.replace(path)
