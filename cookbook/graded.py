@@ -873,11 +873,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
     started = time.perf_counter()
     seed_everything(seed)
-    if llm is None:
-        from cookbook.llm import get_llm
+    from cookbook.recipes import default_models
 
-        llm = get_llm()
-    base = embedder if embedder is not None else models.load_embedder()
+    base, llm = default_models(embedder, llm)
     index = retrieval.DenseIndex(base, data)
     n_levels = n_levels_of(data)
     order = sorted(data.corpus)

@@ -72,7 +72,9 @@ def _sample_docs(data, n: int, seed: int) -> list[str]:
     return ids[:n]
 
 
-def _defaults(embedder, llm):
+def default_models(embedder=None, llm=None):
+    """The embedder and LLM a recipe uses when it is given none: the offline MiniLM and the
+    default LLM backend (``cookbook.llm.get_llm``)."""
     from cookbook import models
 
     if embedder is None:
@@ -89,7 +91,7 @@ def _start(data, embedder, llm):
     from cookbook import retrieval
 
     started = time.perf_counter()
-    embedder, llm = _defaults(embedder, llm)
+    embedder, llm = default_models(embedder, llm)
     before, run_before = _evaluate_model(embedder, data)
     return started, embedder, llm, before, run_before, retrieval.DenseIndex(embedder, data)
 

@@ -545,7 +545,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     """
     from sentence_transformers import CrossEncoder  # noqa: F401  (fail early when missing)
 
-    from cookbook import evaluate, models, retrieval
+    from cookbook import evaluate, retrieval
     from cookbook.config import seed_everything
 
     known = {"n_docs", "n_samples", "group_size", "label_depth", "batch_size", "rerank_depth",
@@ -557,11 +557,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     batch_size = sizes.get("batch_size", 4)
     started = time.perf_counter()
     seed_everything(seed)
-    if llm is None:
-        from cookbook.llm import get_llm
+    from cookbook.recipes import default_models
 
-        llm = get_llm()
-    first = embedder if embedder is not None else models.load_embedder()
+    first, llm = default_models(embedder, llm)
     index = retrieval.DenseIndex(first, data)
     order = sorted(data.corpus)
     random.Random(seed).shuffle(order)
