@@ -102,7 +102,7 @@ class DenseIndex:
         self.ids, texts = _texts(corpus)
         self.batch_size = batch_size
         self.query_prompt = query_prompt
-        use_cache = cache if cache is not None else os.environ.get("COOKBOOK_EMBED_CACHE", "1") != "0"
+        use_cache = cache if cache is not None else cache_enabled()
         self.cache_hit = False
         if use_cache:
             self.embeddings, self.cache_hit = cached_encode(model, texts, batch_size=batch_size,
@@ -162,6 +162,11 @@ def encode(model, texts: list[str], batch_size: int = 64, show_progress_bar: boo
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
         show_progress_bar=show_progress_bar, prompt=prompt, pool=pool,
     ).astype(np.float32, copy=False)
+
+
+def cache_enabled() -> bool:
+    """Whether indexes use the on-disk embedding cache by default (``COOKBOOK_EMBED_CACHE=0``: no)."""
+    return os.environ.get("COOKBOOK_EMBED_CACHE", "1") != "0"
 
 
 def model_fingerprint(model) -> str:
