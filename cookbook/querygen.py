@@ -309,11 +309,12 @@ def to_pairs(df: pd.DataFrame, data):
 def fine_tune(model, train_dataset, *, output_dir: str | Path | None = None, epochs: int = 1,
               batch_size: int = 16, learning_rate: float = 2e-5, warmup_ratio: float = 0.0,
               max_steps: int = -1, cached: bool = False, mini_batch_size: int = 16,
-              seed: int = SEED):
+              prompts: dict | None = None, seed: int = SEED):
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss (InfoNCE with in-batch
     negatives; a third ``negative`` column adds one hard negative per query) through
     :func:`cookbook.finetune.fit`. ``cached=True`` uses the cached variant (GradCache), which
-    allows large batches in little memory. Returns the trained model.
+    allows large batches in little memory. ``prompts`` (per column, e.g. ``{"anchor": "query: ",
+    "positive": "passage: "}``) are for e5/bge-style models. Returns the trained model.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
@@ -327,5 +328,5 @@ def fine_tune(model, train_dataset, *, output_dir: str | Path | None = None, epo
             if cached else losses.MultipleNegativesRankingLoss(model))
     fit(model, train_dataset, loss, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         learning_rate=learning_rate, warmup=warmup_ratio, no_duplicates=True, seed=seed,
-        output_dir=str(output_dir) if output_dir else None)
+        output_dir=str(output_dir) if output_dir else None, prompts=prompts)
     return model

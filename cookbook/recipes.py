@@ -40,18 +40,36 @@ class RecipeError(ValueError):
     """A recipe cannot run on this data (the message says why and what to change)."""
 
 
-def _evaluate_model(model, data, split: str = "test"):
+def _index(model, data, prompts: dict | None = None):
+    """The dense index of a recipe: the query/document prompts of e5/bge-style models applied."""
+    from cookbook import retrieval
+
+    prompts = prompts or {}
+    return retrieval.DenseIndex(model, data, show_progress_bar=os.environ.get("COOKBOOK_PROGRESS") == "1",
+                                query_prompt=prompts.get("query"), document_prompt=prompts.get("document"))
+
+
+def _train_prompts(prompts: dict | None, columns=("anchor", "positive", "negative")) -> dict | None:
+    """Per-column training prompts for ``finetune.fit``: the query prompt on anchors, the
+    document prompt on the other columns (None when the model wants no prompts)."""
+    prompts = prompts or {}
+    out = {c: prompts.get("query" if c == "anchor" else "document") for c in columns}
+    out = {c: p for c, p in out.items() if p}
+    return out or None
+
+
+def _evaluate_model(model, data, split: str = "test", prompts: dict | None = None):
     """(summary, run) of a bi-encoder on ``split``, or (None, None) when there is no such split."""
-    from cookbook import evaluate, retrieval
+    from cookbook import evaluate
 
     if not data.qrels.get(split):
         return None, None
-    progress = os.environ.get("COOKBOOK_PROGRESS") == "1"
-    run = retrieval.DenseIndex(model, data, show_progress_bar=progress).search(data.split_queries(split), k=100)
+    run = _index(model, data, prompts).search(data.split_queries(split), k=100)
     return evaluate.evaluate(run, data.qrels[split])[0], run
 
 
-def _finish(name: str, data, model, out_dir: Path, before, run_before, started: float, **extra) -> dict:
+def _finish(name: str, data, model, out_dir: Path, before, run_before, started: float,
+            prompts: dict | None = None, **extra) -> dict:
     """Save the model, score it after training, and assemble the report."""
     from cookbook import evaluate, models
 
@@ -59,7 +77,7 @@ def _finish(name: str, data, model, out_dir: Path, before, run_before, started: 
     models.save_model(model, out_dir / "model")
     report = {"recipe": name, "data": data.name, **extra}
     if before is not None:
-        after, run_after = _evaluate_model(model, data)
+        after, run_after = _evaluate_model(model, data, prompts=prompts)
         report.update(before=dict(before), after=dict(after), relevance=before.rel,
                       comparison=evaluate.compare(run_before, run_after, data.qrels["test"]))
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -86,14 +104,12 @@ def default_models(embedder=None, llm=None):
     return embedder, llm
 
 
-def _start(data, embedder, llm):
+def _start(data, embedder, llm, prompts: dict | None = None):
     """Clock, default models, the base model's test metrics and its index (shared by the LLM recipes)."""
-    from cookbook import retrieval
-
     started = time.perf_counter()
     embedder, llm = default_models(embedder, llm)
-    before, run_before = _evaluate_model(embedder, data)
-    return started, embedder, llm, before, run_before, retrieval.DenseIndex(embedder, data)
+    before, run_before = _evaluate_model(embedder, data, prompts=prompts)
+    return started, embedder, llm, before, run_before, _index(embedder, data, prompts)
 
 
 def _generated_pairs(data, llm, index, *, docs, n_samples, consistency_k, examples, instruction, seed):
@@ -111,36 +127,45 @@ def _generated_pairs(data, llm, index, *, docs, n_samples, consistency_k, exampl
 
 def promptagator(data, out_dir, *, embedder=None, llm=None, docs: int = 100, n_samples: int = 3,
                  consistency_k: int = 10, epochs: int = 1, batch_size: int = 16,
-                 examples: list | None = None, instruction: str | None = None, seed: int = SEED) -> dict:
+                 examples: list | None = None, instruction: str | None = None,
+                 query_prompt: str | None = None, document_prompt: str | None = None, seed: int = SEED) -> dict:
     """Promptagator-style queries for ``docs`` sampled documents -> filters -> MNRL fine-tune.
+
+    ``query_prompt`` / ``document_prompt`` are for embedders trained with them (e5:
+    ``"query: "`` and ``"passage: "``): used for search, evaluation and training alike.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
     from cookbook import querygen
 
-    started, embedder, llm, before, run_before, index = _start(data, embedder, llm)
+    prompts = {"query": query_prompt, "document": document_prompt}
+    started, embedder, llm, before, run_before, index = _start(data, embedder, llm, prompts)
     with llm.track() as usage:
         res, pairs = _generated_pairs(data, llm, index, docs=docs, n_samples=n_samples,
                                       consistency_k=consistency_k, examples=examples,
                                       instruction=instruction, seed=seed)
-    querygen.fine_tune(embedder, querygen.to_pairs(pairs, data), epochs=epochs,
-                       batch_size=min(batch_size, len(pairs)), seed=seed)
-    return _finish("promptagator", data, embedder, Path(out_dir), before, run_before, started,
+    train = querygen.to_pairs(pairs, data)
+    querygen.fine_tune(embedder, train, epochs=epochs, batch_size=min(batch_size, len(pairs)),
+                       prompts=_train_prompts(prompts, train.column_names), seed=seed)
+    return _finish("promptagator", data, embedder, Path(out_dir), before, run_before, started, prompts=prompts,
                    train_pairs=len(pairs), few_shot_examples=len(res.examples),
                    acceptance=res.stats["queries"].to_dict(), llm_usage=usage.as_dict())
 
 
 def customir(data, out_dir, *, embedder=None, llm=None, docs: int = 100, n_samples: int = 3,
              consistency_k: int = 10, range_max: int = 30, epochs: int = 1, batch_size: int = 16,
-             examples: list | None = None, instruction: str | None = None, seed: int = SEED) -> dict:
+             examples: list | None = None, instruction: str | None = None,
+             query_prompt: str | None = None, document_prompt: str | None = None, seed: int = SEED) -> dict:
     """CustomIR-style: generated queries + hard negatives from the base model that the LLM
-    verifies (query likelihood) -> MNRL with one hard negative per query.
+    verifies (query likelihood) -> MNRL with one hard negative per query. Prompts as in
+    :func:`promptagator`.
 
     Taught in: notebooks/21_adapt_to_known_corpus_customir.ipynb
     """
     from cookbook import negatives, querygen
 
-    started, embedder, llm, before, run_before, index = _start(data, embedder, llm)
+    prompts = {"query": query_prompt, "document": document_prompt}
+    started, embedder, llm, before, run_before, index = _start(data, embedder, llm, prompts)
     with llm.track() as usage:
         _, pairs = _generated_pairs(data, llm, index, docs=docs, n_samples=n_samples,
                                     consistency_k=consistency_k, examples=examples,
@@ -148,8 +173,9 @@ def customir(data, out_dir, *, embedder=None, llm=None, docs: int = 100, n_sampl
         mined = negatives.mine(index, data, pairs, range_max=min(range_max, len(data.corpus) - 1))
         checked = negatives.verify(mined, llm, data)
     train = negatives.triplets(checked, data, pairs, seed=seed)
-    querygen.fine_tune(embedder, train, epochs=epochs, batch_size=min(batch_size, len(train)), seed=seed)
-    return _finish("customir", data, embedder, Path(out_dir), before, run_before, started,
+    querygen.fine_tune(embedder, train, epochs=epochs, batch_size=min(batch_size, len(train)),
+                       prompts=_train_prompts(prompts, train.column_names), seed=seed)
+    return _finish("customir", data, embedder, Path(out_dir), before, run_before, started, prompts=prompts,
                    train_pairs=len(train), mined_negatives=len(mined),
                    verified_negatives=int(checked["verified"].sum()) if len(checked) else 0,
                    llm_usage=usage.as_dict())

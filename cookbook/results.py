@@ -262,12 +262,19 @@ def headline_figure(results: dict[str, dict], path: Path, limit: int = 5) -> Pat
     from cookbook import plotting
 
     plotting.set_style()
+
     def short(text, width=48):
         return text if len(text) <= width else text[: width - 1] + "…"
 
-    labels = [short(f"{part} · " + (f"{r['technique']} vs {r.get('baseline', '')}" if r.get("technique") else r["label"])
-                    + f" · {r.get('metric', '')}", 56) for part, r in rows]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.3))
+    def text(part, r):
+        pair = f"{r['technique']} vs {r.get('baseline', '')}" if r.get("technique") else r["label"]
+        return f"{part} · {pair} · {r.get('metric', '')}"
+
+    texts = [text(part, r) for part, r in rows]
+    # two rows of one notebook that read the same (e.g. one model on two tasks) get their own label first
+    labels = [short(f"{part} · {r['label']}: " + t.split(" · ", 1)[1] if texts.count(t) > 1 else t, 64)
+              for (part, r), t in zip(rows, texts)]
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.3))
     for i, (_, r) in enumerate(rows):
         ax.errorbar(r["diff"], i, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
                     color="#3182bd", capsize=3)

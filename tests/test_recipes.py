@@ -132,3 +132,30 @@ def test_binary_evaluation_of_a_perfect_run_through_load_beir():
     perfect = {q: {d: 1.0 for d in docs} for q, docs in data.qrels["test"].items()}
     summary, _ = evaluate.evaluate(perfect, data.qrels["test"], measures=tuple(evaluate.MEASURES))
     assert all(v == pytest.approx(1.0) for v in summary.values())
+
+
+def test_prompts_for_e5_style_models_reach_search_and_training(tiny_models, tmp_path, monkeypatch):
+    """query_prompt / document_prompt: every index the recipe builds and its training use them."""
+    from cookbook import finetune, retrieval
+
+    assert recipes._train_prompts({"query": "query: ", "document": "passage: "}) == {
+        "anchor": "query: ", "positive": "passage: ", "negative": "passage: "}
+    assert recipes._train_prompts({"query": None, "document": None}) is None
+    seen = {"index": set(), "fit": []}
+    index_init, fit = retrieval.DenseIndex.__init__, finetune.fit
+
+    def recording_init(self, model, corpus, *args, **kwargs):
+        seen["index"].add((kwargs.get("query_prompt"), kwargs.get("document_prompt")))
+        index_init(self, model, corpus, *args, **kwargs)
+
+    def recording_fit(*args, **kwargs):
+        seen["fit"].append(kwargs.get("prompts"))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval.DenseIndex, "__init__", recording_init)
+    monkeypatch.setattr(finetune, "fit", recording_fit)
+    report = recipes.run("promptagator", FIXTURE, tmp_path / "p", query_prompt="query: ",
+                         document_prompt="passage: ", **TINY["promptagator"])
+    assert seen["index"] == {("query: ", "passage: ")}
+    assert seen["fit"] == [{"anchor": "query: ", "positive": "passage: "}]  # the columns the pairs have
+    assert "nDCG@10" in report["after"]
