@@ -866,6 +866,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     from cookbook import evaluate, models, retrieval
     from cookbook.config import seed_everything
     from cookbook.llm import LocalLLM
+    from cookbook.models import save_model
+    from cookbook.recipes import default_models
 
     known = {"n_docs", "n_samples", "rounds", "threshold", "mode", "score_steps", "lora_steps", "per_level",
              "batch_size", "depth", "max_queries", "max_length"}
@@ -873,8 +875,6 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
     started = time.perf_counter()
     seed_everything(seed)
-    from cookbook.recipes import default_models
-
     base, llm = default_models(embedder, llm)
     index = retrieval.DenseIndex(base, data)
     n_levels = n_levels_of(data)
@@ -932,10 +932,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         base_run_model = base
     report = train_embedder(model, train_set, data, max_steps=steps, batch_size=batch_size,
                             n_levels=n_levels, seed=seed)
-    path = Path(out_dir) / "model"
-    from cookbook.models import save_model
-
-    save_model(model, path)
+    path = save_model(model, Path(out_dir) / "model")
     out = {"recipe": "graded", "n_levels": n_levels, "human_pairs": int(len(human)),
            "synthetic_accepted": int(len(loop.accepted)), "train_pairs": int(len(train_set)),
            "histogram_before": {str(k): v for k, v in level_histogram(human, n_levels).items()},

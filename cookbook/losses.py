@@ -466,6 +466,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     from cookbook.config import seed_everything
     from cookbook.finetune import fit
     from cookbook.llm import Usage
+    from cookbook.models import save_model
 
     known = {"n_candidates", "batch_size", "learning_rate", "targets", "n_docs", "n_samples",
              "consistency_k", "max_seq_length"}
@@ -522,10 +523,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     loss = BiXSELoss(model)
     report = fit(model, pairs_dataset(pairs, data, "target"), loss, max_steps=steps, batch_size=batch_size,
                  learning_rate=sizes.get("learning_rate", 5e-5), no_duplicates=True, seed=seed)
-    path = Path(out_dir) / "model"
-    from cookbook.models import save_model
-
-    save_model(model, path)
+    path = save_model(model, Path(out_dir) / "model")
     out = {"recipe": "bixse", "data": data.name, "source": source, "targets": target_kind if source == "train split" else "1.0",
            "train_pairs": int(len(pairs)),
            "grades": {str(k): int(v) for k, v in pairs["grade"].value_counts().sort_index().items()},

@@ -547,6 +547,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
 
     from cookbook import evaluate, retrieval
     from cookbook.config import seed_everything
+    from cookbook.models import save_model
+    from cookbook.recipes import default_models
 
     known = {"n_docs", "n_samples", "group_size", "label_depth", "batch_size", "rerank_depth",
              "max_length", "margin", "learning_rate"}
@@ -557,8 +559,6 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     batch_size = sizes.get("batch_size", 4)
     started = time.perf_counter()
     seed_everything(seed)
-    from cookbook.recipes import default_models
-
     first, llm = default_models(embedder, llm)
     index = retrieval.DenseIndex(first, data)
     order = sorted(data.corpus)
@@ -576,10 +576,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     report = train(model, group_dataset(groups, data, seed=seed), LCELoss(model, group_size=group_size),
                    max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 1e-4),
                    seed=seed)
-    path = Path(out_dir) / "model"
-    from cookbook.models import save_model
-
-    save_model(model, path)
+    path = save_model(model, Path(out_dir) / "model")
     out = {"recipe": "reranker", "train_pairs": int(len(pairs)), "groups": int(len(groups)),
            "group_size": int(group_size), "filled_negatives": int(groups["n_filled"].sum()),
            "steps": report["steps"], "train_loss": report["loss"], "model": str(path)}

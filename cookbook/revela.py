@@ -512,16 +512,14 @@ def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: s
 
 def save_retriever(retriever, path) -> Path:
     """Save ``retriever`` so that ``SentenceTransformer(str(path))`` loads it (LoRA merged first)."""
+    from cookbook.models import save_model
+
     path = Path(path)
     first = retriever[0]
     inner = getattr(first, "model", None)
     if inner is not None and hasattr(inner, "merge_and_unload"):
         first.model = inner.merge_and_unload()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from cookbook.models import save_model
-
-    save_model(retriever, path)
-    return path
+    return save_model(retriever, path)
 
 
 # --------------------------------------------------------------------------- recipe
