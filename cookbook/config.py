@@ -80,6 +80,12 @@ def seed_everything(seed: int = SEED) -> None:
     torch.manual_seed(seed)
 
 
+def show_progress() -> bool:
+    """Whether long steps show tqdm bars by default (``COOKBOOK_PROGRESS=1``; the recipe command
+    sets it, notebooks leave it off)."""
+    return os.environ.get("COOKBOOK_PROGRESS") == "1"
+
+
 def device() -> str:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     import torch

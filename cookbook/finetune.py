@@ -12,11 +12,10 @@ Taught in: notebooks/20_generate_queries_promptagator.ipynb
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 
-from cookbook.config import SEED
+from cookbook.config import SEED, show_progress
 
 
 def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
@@ -49,7 +48,7 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         raise ValueError(f"batch_size must be positive and max_steps or epochs set "
                          f"(got batch_size={batch_size}, max_steps={max_steps}, epochs={epochs})")
     if progress is None:
-        progress = os.environ.get("COOKBOOK_PROGRESS") == "1"
+        progress = show_progress()
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=output_dir or tmp, num_train_epochs=epochs, max_steps=max_steps,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -43,9 +42,10 @@ class RecipeError(ValueError):
 def _index(model, data, prompts: dict | None = None):
     """The dense index of a recipe: the query/document prompts of e5/bge-style models applied."""
     from cookbook import retrieval
+    from cookbook.config import show_progress
 
     prompts = prompts or {}
-    return retrieval.DenseIndex(model, data, show_progress_bar=os.environ.get("COOKBOOK_PROGRESS") == "1",
+    return retrieval.DenseIndex(model, data, show_progress_bar=show_progress(),
                                 query_prompt=prompts.get("query"), document_prompt=prompts.get("document"))
 
 
@@ -58,13 +58,13 @@ def _train_prompts(prompts: dict | None, columns=("anchor", "positive", "negativ
     return out or None
 
 
-def _evaluate_model(model, data, split: str = "test", prompts: dict | None = None):
-    """(summary, run) of a bi-encoder on ``split``, or (None, None) when there is no such split."""
+def _evaluate_index(index, data, split: str = "test"):
+    """(summary, run) of a dense index on ``split``, or (None, None) when there is no such split."""
     from cookbook import evaluate
 
     if not data.qrels.get(split):
         return None, None
-    run = _index(model, data, prompts).search(data.split_queries(split), k=100)
+    run = index.search(data.split_queries(split), k=100)
     return evaluate.evaluate(run, data.qrels[split])[0], run
 
 
@@ -77,7 +77,7 @@ def _finish(name: str, data, model, out_dir: Path, before, run_before, started: 
     models.save_model(model, out_dir / "model")
     report = {"recipe": name, "data": data.name, **extra}
     if before is not None:
-        after, run_after = _evaluate_model(model, data, prompts=prompts)
+        after, run_after = _evaluate_index(_index(model, data, prompts), data)
         report.update(before=dict(before), after=dict(after), relevance=before.rel,
                       comparison=evaluate.compare(run_before, run_after, data.qrels["test"]))
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -108,8 +108,9 @@ def _start(data, embedder, llm, prompts: dict | None = None):
     """Clock, default models, the base model's test metrics and its index (shared by the LLM recipes)."""
     started = time.perf_counter()
     embedder, llm = default_models(embedder, llm)
-    before, run_before = _evaluate_model(embedder, data, prompts=prompts)
-    return started, embedder, llm, before, run_before, _index(embedder, data, prompts)
+    index = _index(embedder, data, prompts)  # one index: the base model's evaluation and the search
+    before, run_before = _evaluate_index(index, data)
+    return started, embedder, llm, before, run_before, index
 
 
 def _generated_pairs(data, llm, index, *, docs, n_samples, consistency_k, examples, instruction, seed):
@@ -195,7 +196,7 @@ def scincl(data, out_dir, *, embedder=None, llm=None, kge_model: str = "rotate",
                           "(source, target, type) next to corpus.jsonl")
     started = time.perf_counter()
     embedder = embedder or models.load_embedder()
-    before, run_before = _evaluate_model(embedder, data)
+    before, run_before = _evaluate_index(_index(embedder, data), data)
     split = graph.split_edges(data, valid_frac=0, test_frac=0, seed=seed)
     emb = kge.train_kge(kge_model, split.train, split.num_nodes, split.num_relations,
                         epochs=epochs, seed=seed).embeddings()
