@@ -4,8 +4,11 @@ Our reading of Li et al., "Semi-Supervised Synthetic Data Generation with Fine-G
 Relevance Control for Short Video Search Relevance Modeling" (AAAI-26, arXiv 2509.16717). The
 paper publishes no code, prompts, thresholds or loss, so this is an *SSRA-style* version:
 
-* a **score model**: a cross-encoder with one logit per relevance level (4 for grades 0-3),
-  trained with cross-entropy on human-labelled (query, document, level) pairs;
+* a **score model** with one output per relevance level (4 for grades 0-3), trained with
+  cross-entropy on human-labelled (query, document, level) pairs: by default a small softmax
+  head on frozen bi-encoder embeddings ([u * v, |u - v|, cos]), which learns the levels in
+  seconds on a CPU; the paper-like 4-way cross-encoder is ``score_model(kind="cross-encoder")``
+  (on a CPU budget of tens of steps it stays at chance: it needs a GPU-size budget);
 * a **query model**: a small causal LM (SmolLM2-135M) that writes a query for a document at a
   *requested* level, either *prompted* (the level in a few-shot prompt) or *fine-tuned* with
   LoRA on (document, level) -> query examples;
@@ -167,13 +170,225 @@ def assert_no_eval_leak(pairs: pd.DataFrame, data, what: str = "training pairs")
 
 
 # --------------------------------------------------------------------------------------------
-# the score model: a cross-encoder with one logit per level
+# the score model: one output per level, on frozen embeddings (default) or a cross-encoder
 # --------------------------------------------------------------------------------------------
 
+SCORE_MODEL_KINDS = ("embedding", "cross-encoder")
 
-def score_model(n_levels: int = 4, *, embedder=None, max_length: int = 128, seed: int = SEED):
-    """A fresh ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the
-    backbone of a given SentenceTransformer, which is how tests get a tiny one).
+
+class EmbeddingScoreModel:
+    """A level classifier on frozen bi-encoder embeddings (SBERT-classifier style).
+
+    For a (query, document) pair with normalised embeddings ``u`` and ``v`` the features are
+    ``[u * v, |u - v|, cos(u, v)]``; they are standardised with the training set's mean and
+    standard deviation and go through a small softmax head with one output per level (input
+    dropout, then one ReLU layer of ``hidden`` units; ``hidden=0``: linear). Training is
+    full-batch AdamW with (decoupled) weight decay and class weights (inverse level frequency, so the common level 0 does not swamp the rare
+    middle levels); every :meth:`fit` starts from the same seeded initialisation, so a fit is
+    deterministic and retraining on a grown pool is a clean refit. The embedder is never
+    trained: document embeddings go through the on-disk cache
+    (:func:`cookbook.retrieval.cached_encode`) and every embedding is remembered in memory
+    while the embedder's weights stay the same.
+
+    Same interface as the cross-encoder where :mod:`cookbook.graded` uses one: ``num_labels``,
+    ``predict(pairs, batch_size=..., apply_softmax=True, show_progress_bar=False)``,
+    ``save(path)`` and :func:`load_score_model`.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+
+    kind = "embedding"
+
+    def __init__(self, embedder, n_levels: int = 4, *, hidden: int = 64, epochs: int = 300,
+                 learning_rate: float = 1e-2, weight_decay: float = 1.0, dropout: float = 0.5,
+                 class_weights: bool = True, seed: int = SEED):
+        if n_levels < 2:
+            raise GradedError(f"n_levels={n_levels}: a score model needs at least 2 levels")
+        self.embedder, self.num_labels = embedder, int(n_levels)
+        self.hidden, self.epochs, self.learning_rate = int(hidden), int(epochs), float(learning_rate)
+        self.weight_decay, self.class_weights, self.seed = float(weight_decay), bool(class_weights), int(seed)
+        self.dropout = float(dropout)
+        dim_of = getattr(embedder, "get_embedding_dimension", None) or embedder.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
+        self._memo: dict[str, np.ndarray] = {}
+        self._fingerprint: str | None = None
+        self.head = self._new_head()
+        self.mean = np.zeros(self.n_features, dtype=np.float32)
+        self.std = np.ones(self.n_features, dtype=np.float32)
+        self.trained = False
+
+    @property
+    def n_features(self) -> int:
+        return 2 * self.dim + 1
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "n_levels": self.num_labels, "hidden": self.hidden, "epochs": self.epochs,
+                "learning_rate": self.learning_rate, "weight_decay": self.weight_decay, "dropout": self.dropout,
+                "class_weights": self.class_weights, "seed": self.seed, "dim": self.dim}
+
+    def _new_head(self):
+        import torch
+
+        torch.manual_seed(self.seed)
+        layers = [torch.nn.Dropout(self.dropout)] if self.dropout else []
+        if self.hidden:
+            layers += [torch.nn.Linear(self.n_features, self.hidden), torch.nn.ReLU(),
+                       torch.nn.Linear(self.hidden, self.num_labels)]
+        else:
+            layers.append(torch.nn.Linear(self.n_features, self.num_labels))
+        return torch.nn.Sequential(*layers)
+
+    # -- embeddings and features ----------------------------------------------------------
+    def _embed(self, texts: Sequence[str], documents: bool, batch_size: int = 64) -> np.ndarray:
+        from cookbook.retrieval import cached_encode, encode, model_fingerprint
+
+        fingerprint = model_fingerprint(self.embedder)
+        if fingerprint != self._fingerprint:  # the embedder changed: forget what it said
+            self._memo, self._fingerprint = {}, fingerprint
+        key = "d\x00" if documents else "q\x00"
+        missing = sorted({t for t in texts if key + t not in self._memo})
+        if missing:
+            if documents:
+                emb, _ = cached_encode(self.embedder, missing, batch_size=batch_size)
+            else:
+                emb = encode(self.embedder, missing, batch_size=batch_size)
+            self._memo.update({key + t: e for t, e in zip(missing, emb)})
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._memo[key + t] for t in texts]).astype(np.float32)
+
+    def features(self, queries: Sequence[str], documents: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """``(n, 2 * dim + 1)`` raw features ``[u * v, |u - v|, cos(u, v)]`` of the pairs."""
+        if len(queries) != len(documents):
+            raise GradedError(f"{len(queries)} queries but {len(documents)} documents")
+        u = self._embed(list(queries), False, batch_size)
+        v = self._embed(list(documents), True, batch_size)
+        return np.concatenate([u * v, np.abs(u - v), (u * v).sum(axis=1, keepdims=True)], axis=1)
+
+    # -- training and prediction ------------------------------------------------------------
+    def fit(self, queries: Sequence[str], documents: Sequence[str], levels: Sequence[int], *,
+            epochs: int | None = None) -> dict:
+        """Refit the head from its seeded initialisation on labelled pairs; returns
+        ``{"steps", "seconds", "loss", "first_loss"}`` (full-batch steps, mean cross-entropy)."""
+        import torch
+
+        check_levels(levels, self.num_labels)
+        epochs = self.epochs if epochs is None else int(epochs)
+        if len(levels) < 2 or epochs < 1:
+            raise GradedError(f"need at least 2 pairs and epochs >= 1 (got {len(levels)}, {epochs})")
+        started = time.perf_counter()
+        x = self.features(queries, documents)
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        xt = torch.from_numpy((x - self.mean) / self.std)
+        y = torch.tensor([int(lv) for lv in levels], dtype=torch.long)
+        counts = torch.bincount(y, minlength=self.num_labels).float()
+        weight = None
+        if self.class_weights:  # inverse frequency over the levels present; absent levels weigh 0
+            weight = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()),
+                                 torch.zeros_like(counts))
+        self.head = self._new_head()
+        optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        self.head.train()
+        losses = []
+        for _ in range(epochs):
+            loss = loss_fn(self.head(xt), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.item()))
+        self.head.eval()
+        self.trained = True
+        return {"steps": epochs, "seconds": round(time.perf_counter() - started, 1),
+                "loss": round(losses[-1], 4), "first_loss": round(losses[0], 4)}
+
+    def predict(self, pairs, batch_size: int = 64, apply_softmax: bool = True,
+                show_progress_bar: bool = False, **_ignored) -> np.ndarray:
+        """``(n, num_labels)`` level probabilities (``apply_softmax=False``: logits) of
+        ``[(query, document text), ...]``."""
+        import torch
+
+        pairs = list(pairs)
+        if not pairs:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        x = self.features([q for q, _ in pairs], [d for _, d in pairs], batch_size)
+        with torch.no_grad():
+            logits = self.head(torch.from_numpy((x - self.mean) / self.std).float())
+            out = torch.softmax(logits, dim=1) if apply_softmax else logits
+        return out.numpy().astype(np.float32)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the head, the feature statistics and the configuration to the folder ``path``
+        (the embedder is not copied: its fingerprint is stored and checked on load)."""
+        import json
+
+        import torch
+
+        from cookbook.retrieval import model_fingerprint
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in self.head.state_dict().items()}, folder / "head.pt")
+        np.savez(folder / "standardize.npz", mean=self.mean, std=self.std)
+        config = {**self.config(), "trained": self.trained, "embedder_fingerprint": model_fingerprint(self.embedder),
+                  "embedder": str(getattr(self.embedder, "name_or_path", "") or "")}
+        (folder / "score_model.json").write_text(json.dumps(config, indent=1))
+        return folder
+
+
+def load_score_model(path, *, embedder=None):
+    """Load a score model saved by :meth:`EmbeddingScoreModel.save` (``embedder``: the same
+    frozen bi-encoder it was trained on; default: the MiniLM embedder) or a cross-encoder folder
+    saved with ``CrossEncoder.save``. Raises :class:`GradedError` when the embedder differs.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    import json
+
+    import torch
+
+    from cookbook.retrieval import model_fingerprint
+
+    folder = Path(path)
+    if not (folder / "score_model.json").exists():
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(str(folder), device="cpu")
+    config = json.loads((folder / "score_model.json").read_text())
+    if embedder is None:
+        from cookbook.models import load_embedder
+
+        embedder = load_embedder()
+    if model_fingerprint(embedder) != config["embedder_fingerprint"]:
+        raise GradedError(f"{folder}: the score model was trained on other embeddings than the given "
+                          "embedder's (fingerprints differ); pass the embedder it was built with")
+    model = EmbeddingScoreModel(embedder, config["n_levels"], hidden=config["hidden"], epochs=config["epochs"],
+                                learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],
+                                dropout=config.get("dropout", 0.0), class_weights=config["class_weights"], seed=config["seed"])
+    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
+    model.head.eval()
+    stats = np.load(folder / "standardize.npz")
+    model.mean, model.std = stats["mean"].astype(np.float32), stats["std"].astype(np.float32)
+    model.trained = bool(config.get("trained", True))
+    return model
+
+
+def score_model_kind(model) -> str:
+    """``"embedding"`` for :class:`EmbeddingScoreModel`, else ``"cross-encoder"``."""
+    return "embedding" if isinstance(model, EmbeddingScoreModel) else "cross-encoder"
+
+
+def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, max_length: int = 128,
+                hidden: int = 64, epochs: int = 300, seed: int = SEED):
+    """A fresh score model with one output per level.
+
+    ``kind="embedding"`` (default): an :class:`EmbeddingScoreModel`, a softmax head on the
+    frozen embeddings of ``embedder`` (default: the MiniLM embedder, ``max_length`` tokens);
+    it trains in seconds on a CPU. ``kind="cross-encoder"``: the issue's design, a
+    ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the backbone of the
+    given SentenceTransformer, which is how tests get a tiny one); it reads query and document
+    together but needs many steps (a GPU, the ``full`` profile) before it learns the levels.
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
@@ -181,8 +396,16 @@ def score_model(n_levels: int = 4, *, embedder=None, max_length: int = 128, seed
 
     import torch
 
+    if kind not in SCORE_MODEL_KINDS:
+        raise GradedError(f"kind={kind!r}: use one of {SCORE_MODEL_KINDS}")
     if n_levels < 2:
         raise GradedError(f"n_levels={n_levels}: a score model needs at least 2 levels")
+    if kind == "embedding":
+        if embedder is None:
+            from cookbook.models import load_embedder
+
+            embedder = load_embedder(max_seq_length=max_length)
+        return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, seed=seed)
     torch.manual_seed(seed)  # the new head is random
     if embedder is None:
         from cookbook.models import load_cross_encoder
@@ -196,7 +419,7 @@ def score_model(n_levels: int = 4, *, embedder=None, max_length: int = 128, seed
 
 
 def check_score_model(model, n_levels: int) -> None:
-    """Raise :class:`GradedError` unless ``model`` has exactly one logit per level."""
+    """Raise :class:`GradedError` unless ``model`` has exactly one output per level."""
     got = getattr(model, "num_labels", None)
     if got != n_levels:
         raise GradedError(f"the score model has {got} output label(s) but the data has {n_levels} "
@@ -209,14 +432,31 @@ def balanced_sample(pairs: pd.DataFrame, per_level: int, seed: int = SEED) -> pd
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True) if parts else pairs
 
 
-def train_score_model(model, pairs: pd.DataFrame, data, *, max_steps: int, batch_size: int = 16,
+def train_score_model(model, pairs: pd.DataFrame, data, *, max_steps: int | None = None, batch_size: int = 16,
                       learning_rate: float = 3e-5, warmup: float = 0.1, seed: int = SEED) -> dict:
-    """Train the score model in place with ``CrossEncoderTrainer`` and cross-entropy over levels.
+    """Train the score model on ``pairs`` (columns query, doc_id, level), by kind:
 
-    ``pairs``: columns query, doc_id, level. Returns ``{"steps", "seconds", "loss"}``.
+    * :class:`EmbeddingScoreModel`: a fresh full-batch fit of the head, ``max_steps`` AdamW
+      steps (default: the model's ``epochs``); ``batch_size``, ``learning_rate`` and ``warmup``
+      are the cross-encoder's and are not used;
+    * cross-encoder: in place with ``CrossEncoderTrainer`` and cross-entropy over levels,
+      ``max_steps`` steps of ``batch_size`` pairs (required), continuing from its weights.
+
+    Returns ``{"steps", "seconds", "loss", ...}``.
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
+    check_score_model(model, model.num_labels)
+    check_levels(pairs["level"], model.num_labels)
+    if isinstance(model, EmbeddingScoreModel):
+        return model.fit(list(pairs["query"]), [data.doc_text(d) for d in pairs["doc_id"]],
+                         [int(x) for x in pairs["level"]], epochs=max_steps)
+    return _train_cross_encoder(model, pairs, data, max_steps=max_steps, batch_size=batch_size,
+                                learning_rate=learning_rate, warmup=warmup, seed=seed)
+
+
+def _train_cross_encoder(model, pairs: pd.DataFrame, data, *, max_steps: int | None, batch_size: int,
+                         learning_rate: float, warmup: float, seed: int) -> dict:
     import tempfile
 
     from datasets import Dataset
@@ -227,9 +467,7 @@ def train_score_model(model, pairs: pd.DataFrame, data, *, max_steps: int, batch
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
     from transformers.trainer_callback import PrinterCallback
 
-    check_score_model(model, model.num_labels)
-    check_levels(pairs["level"], model.num_labels)
-    if len(pairs) < 2 or max_steps < 1:
+    if len(pairs) < 2 or max_steps is None or max_steps < 1:
         raise GradedError(f"need at least 2 pairs and max_steps >= 1 (got {len(pairs)}, {max_steps})")
     dataset = Dataset.from_dict({"query": list(pairs["query"]),
                                  "document": [data.doc_text(d) for d in pairs["doc_id"]],
@@ -584,7 +822,7 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
                 train_query_model: Callable[[list[tuple[str, str]], int], object],
                 level_weights: Mapping[int, float] | None = None, threshold: float = 0.5,
                 mode: str = "drop", n_samples: int = 1, temperature: float = 0.0,
-                score_steps: int = 20, score_batch_size: int = 16, first_query_model=None,
+                score_steps: int | None = None, score_batch_size: int = 16, first_query_model=None,
                 n_levels: int | None = None, seed: int = SEED) -> LoopResult:
     """The SSRA-style loop for ``rounds`` rounds.
 
@@ -593,8 +831,9 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     queries for this round's documents at levels drawn with ``level_weights`` (default weighted
     toward the middle levels) -> clean and dedupe -> the score model re-annotates -> accept,
     relabel or drop (:func:`accept`) -> the accepted pairs join both training sets, and the
-    score model trains ``score_steps`` more steps on human + accepted pairs before the next
-    round. ``doc_ids`` are split evenly over the rounds. ``scorer`` is trained in place.
+    score model is retrained on human + accepted pairs before the next round
+    (:func:`train_score_model`, ``max_steps=score_steps``: an embedding score model is refitted,
+    ``None`` meaning its default epochs; a cross-encoder trains ``score_steps`` more steps). ``doc_ids`` are split evenly over the rounds. ``scorer`` is trained in place.
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
@@ -857,7 +1096,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     of the collaborative loop -> balanced training set -> the embedder fine-tuned with CoSENT.
     ``sizes``: ``n_docs`` (40 documents to write for), ``n_samples`` (2 sampled queries per
     request, temperature 0.8), ``rounds`` (2), ``threshold`` (0.5),
-    ``mode`` ("drop"), ``score_steps`` (40), ``lora_steps`` (10), ``per_level`` (200 pairs per
+    ``mode`` ("drop"), ``score_kind`` ("embedding": a softmax head on the frozen embeddings of the
+    base embedder; "cross-encoder"), ``score_steps`` (the embedding head's default epochs; 40 for
+    a cross-encoder), ``lora_steps`` (10), ``per_level`` (200 pairs per
     level in the balanced set), ``batch_size`` (16), ``depth`` (10), ``max_queries`` (300).
     Returns a JSON-able report; ``before``/``after``/``comparison`` need a test split.
 
@@ -869,7 +1110,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     from cookbook.models import save_model
     from cookbook.recipes import default_models
 
-    known = {"n_docs", "n_samples", "rounds", "threshold", "mode", "score_steps", "lora_steps", "per_level",
+    known = {"n_docs", "n_samples", "rounds", "threshold", "mode", "score_kind", "score_steps", "lora_steps", "per_level",
              "batch_size", "depth", "max_queries", "max_length"}
     if set(sizes) - known:
         raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
@@ -889,9 +1130,19 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
             human = _zero_shot_pairs(data, llm, order[:n_docs], n_levels, seed, sizes.get("n_samples", 2))
         if human.empty:
             raise GradedError("no human or zero-shot pairs to start from")
-        scorer = score_model(n_levels, embedder=embedder, max_length=sizes.get("max_length", 128), seed=seed)
-        train_score_model(scorer, balanced_sample(human, sizes.get("per_level", 200), seed), data,
-                          max_steps=sizes.get("score_steps", 40), batch_size=sizes.get("batch_size", 16), seed=seed)
+        kind = sizes.get("score_kind", "embedding")
+        score_steps = sizes.get("score_steps", 40 if kind == "cross-encoder" else None)
+        if kind == "embedding":  # a frozen copy: the embedder itself is fine-tuned below
+            import copy
+
+            scorer = score_model(n_levels, kind=kind, embedder=copy.deepcopy(base), seed=seed)
+            score_train = human  # the head weighs the levels itself (class weights)
+        else:
+            scorer = score_model(n_levels, kind=kind, embedder=embedder, max_length=sizes.get("max_length", 128),
+                                 seed=seed)
+            score_train = balanced_sample(human, sizes.get("per_level", 200), seed)
+        train_score_model(scorer, score_train, data, max_steps=score_steps,
+                          batch_size=sizes.get("batch_size", 16), seed=seed)
         if isinstance(llm, LocalLLM):
             def train_qm(examples, rnd):
                 # the cache name carries the adapter's fingerprint: no clash with other runs
@@ -918,7 +1169,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                            train_query_model=train_qm, first_query_model=first,
                            threshold=sizes.get("threshold", 0.5), mode=sizes.get("mode", "drop"),
                            n_samples=sizes.get("n_samples", 2), temperature=0.8,
-                           score_steps=max(1, sizes.get("score_steps", 40) // 2), seed=seed)
+                           score_steps=score_steps if kind == "embedding" else max(1, score_steps // 2), seed=seed)
     per_level = sizes.get("per_level", 200)
     train_set = balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
     batch_size = min(sizes.get("batch_size", 16), len(train_set))
@@ -935,7 +1186,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     path = save_model(model, Path(out_dir) / "model")
     out = {"recipe": "graded", "n_levels": n_levels, "human_pairs": int(len(human)),
            "synthetic_accepted": int(len(loop.accepted)), "train_pairs": int(len(train_set)),
-           "histogram_before": {str(k): v for k, v in level_histogram(human, n_levels).items()},
+           "score_model": kind, "histogram_before": {str(k): v for k, v in level_histogram(human, n_levels).items()},
            "histogram_after": {str(k): v for k, v in level_histogram(train_set, n_levels).items()},
            "acceptance": {f"round {r} level {lv}": float(v) for (r, lv), v in
                           loop.table["accepted share"].items()} if len(loop.table) else {},

@@ -114,13 +114,114 @@ def test_bad_levels_are_clear_errors(tiny_data):
 
 
 def test_score_model_label_count_is_checked(tiny_data, tiny_model):
-    two = G.score_model(2, embedder=tiny_model, max_length=32)
-    with pytest.raises(G.GradedError, match="2 output label"):
-        G.check_score_model(two, 4)
     human = G.human_pairs(tiny_data, "train", n_random=1)
-    with pytest.raises(G.GradedError, match="2 output label"):
-        G.collaborate(tiny_data, human, two, ["d1", "d2"], rounds=1, n_levels=4,
-                      train_query_model=lambda ex, r: ScriptedLLM())
+    for kind in G.SCORE_MODEL_KINDS:
+        two = G.score_model(2, kind=kind, embedder=tiny_model, max_length=32)
+        assert two.num_labels == 2 and G.score_model_kind(two) == kind
+        with pytest.raises(G.GradedError, match="2 output label"):
+            G.check_score_model(two, 4)
+        with pytest.raises(G.GradedError, match="2 output label"):
+            G.collaborate(tiny_data, human, two, ["d1", "d2"], rounds=1, n_levels=4,
+                          train_query_model=lambda ex, r: ScriptedLLM())
+        with pytest.raises(G.GradedError, match="outside 0..1"):  # 4-level pairs on a 2-label model
+            G.train_score_model(two, human, tiny_data, max_steps=1)
+    with pytest.raises(G.GradedError, match="kind="):
+        G.score_model(4, kind="bi-encoder", embedder=tiny_model)
+    with pytest.raises(G.GradedError, match="at least 2 levels"):
+        G.score_model(1, embedder=tiny_model)
+
+
+class BagOfWords:
+    """A stand-in embedder: normalised word counts over a fixed vocabulary (exact, fast)."""
+
+    def __init__(self, vocab):
+        self.vocab = {w: i for i, w in enumerate(vocab)}
+
+    def fingerprint(self):
+        return "bow-" + str(len(self.vocab))
+
+    def get_sentence_embedding_dimension(self):
+        return len(self.vocab)
+
+    def encode(self, texts, **_):
+        import numpy as np
+
+        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, self.vocab[w]] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def _overlap_pairs(n, seed, vocab):
+    """Queries of 3 words and documents of 3 words sharing exactly ``level`` of them."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        level = i % 4
+        words = rng.sample(vocab, 6)
+        rows.append({"query": " ".join(words[:3]), "doc_id": " ".join(words[:level] + words[3:6 - level]),
+                     "level": level, "source": "toy"})
+    return pd.DataFrame(rows)
+
+
+class _TextAsId:
+    """``doc_text(doc_id)`` is the id itself (the toy pairs carry the document text)."""
+
+    def doc_text(self, doc_id):
+        return doc_id
+
+
+def test_embedding_score_model_learns_separable_levels(tmp_path):
+    import numpy as np
+
+    vocab = [f"w{i}" for i in range(40)]
+    emb = BagOfWords(vocab)
+    train, held_out = _overlap_pairs(240, 0, vocab), _overlap_pairs(80, 1, vocab)
+    data = _TextAsId()
+    model = G.score_model(4, embedder=emb, seed=3)
+    assert isinstance(model, G.EmbeddingScoreModel)
+    untrained = G.score_report(model, held_out, data)
+    fit = G.train_score_model(model, train, data)
+    assert fit["steps"] == model.epochs and fit["loss"] < 0.5 * fit["first_loss"]
+    report = G.score_report(model, held_out, data)
+    # chance is 0.25 per level; the overlap (cosine 0, 1/3, 2/3, 1) separates the levels
+    assert report["accuracy"] >= 0.8 and min(report["recall"].values()) >= 0.4, report
+    assert report["accuracy"] > untrained["accuracy"] + 0.3
+    # shapes: probabilities per level that sum to one, logits on request
+    pairs = list(zip(held_out["query"], held_out["doc_id"]))
+    probs = model.predict(pairs, batch_size=8, apply_softmax=True, show_progress_bar=False)
+    assert probs.shape == (len(pairs), 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert model.predict(pairs[:3], apply_softmax=False).shape == (3, 4)
+    assert model.predict([]).shape == (0, 4)
+    # seeded: a second model fitted the same way predicts the same
+    again = G.score_model(4, embedder=emb, seed=3)
+    G.train_score_model(again, train, data)
+    assert np.allclose(again.predict(pairs), probs, atol=1e-6)
+    # save / load roundtrip; another embedder is refused
+    folder = model.save(tmp_path / "scorer")
+    loaded = G.load_score_model(folder, embedder=emb)
+    assert loaded.num_labels == 4 and np.allclose(loaded.predict(pairs), probs, atol=1e-6)
+    with pytest.raises(G.GradedError, match="fingerprints differ"):
+        G.load_score_model(folder, embedder=BagOfWords(vocab + ["extra"]))
+    with pytest.raises(G.GradedError, match="at least 2 pairs"):
+        G.train_score_model(model, train.iloc[:1], data)
+
+
+def test_embedding_score_model_class_weights_lift_a_rare_level():
+    vocab = [f"w{i}" for i in range(40)]
+    emb = BagOfWords(vocab)
+    pool = _overlap_pairs(400, 2, vocab)
+    rare = pd.concat([pool[pool["level"] != 2], pool[pool["level"] == 2].iloc[:8]], ignore_index=True)
+    held_out = _overlap_pairs(80, 5, vocab)
+    recall = {}
+    for weighted in (True, False):
+        model = G.EmbeddingScoreModel(emb, 4, class_weights=weighted, seed=0)
+        model.fit(list(rare["query"]), list(rare["doc_id"]), list(rare["level"]), epochs=60)
+        recall[weighted] = G.score_report(model, held_out, _TextAsId())["recall"][2]
+    assert recall[True] > recall[False], recall
 
 
 def test_empty_generations_are_a_clear_error(tiny_data):
@@ -134,9 +235,10 @@ def test_empty_generations_are_a_clear_error(tiny_data):
         G.generate(ScriptedLLM(), tiny_data, req, n=2)
 
 
-def test_score_model_probabilities_and_report(tiny_data, tiny_model):
+@pytest.mark.parametrize("kind", ["embedding", "cross-encoder"])
+def test_score_model_probabilities_and_report(tiny_data, tiny_model, kind):
     human = G.human_pairs(tiny_data, "train", n_random=2, seed=0)
-    model = G.score_model(4, embedder=tiny_model, max_length=32)
+    model = G.score_model(4, kind=kind, embedder=tiny_model, max_length=32)
     report = G.train_score_model(model, human, tiny_data, max_steps=2, batch_size=4)
     assert report["steps"] == 2
     scored = G.annotate(model, human, tiny_data)
