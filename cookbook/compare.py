@@ -262,9 +262,10 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
     from cookbook import evaluate, graded, retrieval
     from cookbook.rerank import rerank
 
-    queries, qrels = data.split_queries(split), data.qrels.get(split)
+    qrels = data.qrels.get(split)
     if not qrels:
-        raise CompareError(f"split {split!r} has no qrels: nothing to evaluate")
+        raise CompareError(f"split {split!r} has no qrels (splits: {sorted(data.qrels)}): nothing to evaluate")
+    queries = data.split_queries(split)
     started = time.perf_counter()
     per_1000 = None
     if index is None:

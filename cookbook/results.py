@@ -31,6 +31,7 @@ from pathlib import Path
 PROFILES = ("smoke", "laptop", "full")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TIMES_START, TIMES_END = "<!-- times:start -->", "<!-- times:end -->"
+GUIDE_START, GUIDE_END = "<!-- guide:start -->", "<!-- guide:end -->"
 SYSTEM_METRICS = ("nDCG@10", "R@10", "R@100", "RR@10")
 
 
@@ -350,6 +351,22 @@ def readme_block(results: dict[str, dict], profile: str, figure: str | None, exp
     return "\n".join(body)
 
 
+def guide_block(payload: dict | None, profile: str) -> str:
+    """The README's decision guide: notebook 90's table of one profile, or how to make it."""
+    rows = (payload or {}).get("decision_guide") or []
+    if not rows:
+        return (f"No `{profile}` decision guide yet: run notebook 90 after the technique notebooks "
+                "(`make run` runs them in order).")
+    metric = next((k for k in rows[0] if k.endswith(" difference")), None)
+    lines = [f"Profile `{profile}`, computed by [notebooks/90_compare_recipes.ipynb](notebooks/90_compare_recipes.ipynb) "
+             f"on {payload.get('queries', '?')} test queries (difference from the base MiniLM, paired t-test):", "",
+             f"| you have | start with | {metric or 'difference'} | p |", "|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['you have']} | {r['start with']} | {fmt_signed(r.get(metric)) if metric else ''} "
+                     f"| {fmt_p(r.get('p'))} |")
+    return "\n".join(lines)
+
+
 def update_files(root: Path, profile: str = "laptop", results_dir: Path | None = None,
                  runs_dir: Path | None = None) -> dict:
     """Write ``RESULTS.md`` (every profile), the README results block (``profile`` only) and times.
@@ -372,6 +389,10 @@ def update_files(root: Path, profile: str = "laptop", results_dir: Path | None =
                              readme_block(by_profile[profile], profile, rel, expected))
         written["readme_results"] = profile
         written["figure"] = rel
+        if GUIDE_START in text:
+            text = replace_block(text, GUIDE_START, GUIDE_END,
+                                 guide_block(by_profile[profile].get("90_compare_recipes"), profile))
+            written["guide"] = profile
     runs = Path(runs_dir) if runs_dir else root / "runs"
     if TIMES_START in text and any(runs.glob("*/timings.json")):
         text = replace_block(text, TIMES_START, TIMES_END, times_table(runs))
