@@ -174,6 +174,9 @@ def missing_recipes(saved: dict[str, SavedRecipe]) -> pd.DataFrame:
 def load_recipe(saved: SavedRecipe, *, max_seq_length: int | None = None, device: str = "cpu"):
     """The saved model: a ``SentenceTransformer`` (embedders) or a ``CrossEncoder`` (rerankers),
     with ``max_seq_length`` set so that every embedder is compared at the same length."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model clutters a notebook
     path = str(saved.path / "model")
     if saved.kind == "reranker":
         from sentence_transformers import CrossEncoder
