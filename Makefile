@@ -56,4 +56,4 @@ results: $(STAMP)
 	$(PY) -m cookbook results
 
 clean:
-	rm -rf runs data/cache data/results
+	rm -rf runs data/cache data/results data/models
