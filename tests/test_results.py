@@ -111,3 +111,21 @@ def test_times_table_reads_run_timings(tmp_path):
             {"profile": profile, "notebooks": [{"notebook": "10_x.ipynb", "seconds": secs, "ok": True}]}))
     table = results.times_table(tmp_path)
     assert "| notebook | laptop | smoke |" in table and "| 10_x.ipynb | 5.0 min | 1.0 min |" in table
+
+
+def test_guide_block_renders_notebook_90s_table_or_says_how_to_make_it():
+    from cookbook import results
+
+    payload = {"queries": 252, "decision_guide": [
+        {"you have": "graded labels", "start with": "BiXSE", "nDCG@10 difference": 0.0174, "95% CI": "(0.0045, 0.031)",
+         "p": 0.0096},
+        {"you have": "click logs", "start with": "two-tower (70-71)", "nDCG@10 difference": None, "95% CI": "None",
+         "p": None}]}
+    block = results.guide_block(payload, "laptop")
+    assert "on 252 test queries" in block
+    assert "| graded labels | BiXSE | +0.017 | 0.0096 |" in block
+    assert "| click logs | two-tower (70-71) |  |  |" in block
+    assert "No `smoke` decision guide yet" in results.guide_block(None, "smoke")
+    text = "a\n<!-- guide:start -->\nold\n<!-- guide:end -->\nb"
+    new = results.replace_block(text, results.GUIDE_START, results.GUIDE_END, block)
+    assert "old" not in new and "| graded labels | BiXSE |" in new and new.endswith("b")
