@@ -289,42 +289,31 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
     return SystemScores(name, table, dict(run), round(time.perf_counter() - started, 2), per_1000)
 
 
-def paired_table(systems: dict[str, SystemScores], base: str, metrics=METRICS, *, n_boot: int = 2000,
-                 seed: int = 0) -> pd.DataFrame:
+def paired_table(systems: dict[str, SystemScores], base: str, metrics=METRICS) -> pd.DataFrame:
     """One row per (system, metric): the mean, the mean per-query difference from ``base``, its
-    bootstrap 95% interval and the paired t-test p-value (queries both systems scored).
+    bootstrap 95% interval and the paired t-test p-value (queries both systems scored), from
+    :func:`cookbook.graded.paired_per_query`.
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
-    from scipy import stats
-
-    from cookbook.evaluate import bootstrap_ci
-
     if base not in systems:
         raise CompareError(f"base system {base!r} is not among {list(systems)}")
     rows = []
     for name, sys_ in systems.items():
         for m in metrics:
-            both = pd.concat([systems[base].per_query[m], sys_.per_query[m]], axis=1, keys=["a", "b"]).dropna()
-            if both.empty:
-                continue
-            diff = (both["b"] - both["a"]).to_numpy()
-            if name == base or np.allclose(diff, 0):
-                low = high = float(diff.mean())
-                p = 1.0
-            else:
-                low, high = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
-                p = float(stats.ttest_rel(both["b"], both["a"]).pvalue)
-            rows.append({"system": name, "metric": m, "mean": float(both["b"].mean()), "diff": float(diff.mean()),
-                         "ci_low": low, "ci_high": high, "p": p, "queries": len(both)})
+            c = compare_two(systems[base], sys_, m)
+            if c["queries"]:
+                rows.append({"system": name, "metric": m, "mean": c["mean_b"], "diff": c["diff"],
+                             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["t_p"], "queries": c["queries"]})
     return pd.DataFrame(rows)
 
 
-def compare_two(a: SystemScores, b: SystemScores, metric: str = "nDCG@10", n_boot: int = 2000, seed: int = 0) -> dict:
-    """B minus A on one metric, per query: the keys of :func:`cookbook.evaluate.compare`."""
+def compare_two(a: SystemScores, b: SystemScores, metric: str = "nDCG@10") -> dict:
+    """B minus A on one metric over the queries both scored: means, difference, bootstrap 95%
+    interval, paired t-test and Wilcoxon p-values (:func:`cookbook.graded.paired_per_query`)."""
     from cookbook.graded import paired_per_query
 
-    out = paired_per_query(a.per_query[metric].dropna(), b.per_query[metric].dropna())
+    out = paired_per_query(a.per_query[metric], b.per_query[metric])
     out["metric"] = metric
     return out
 

