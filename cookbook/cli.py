@@ -124,7 +124,7 @@ def _recipe(args) -> int:
     os.environ.setdefault("COOKBOOK_PROGRESS", "1")  # tqdm bars for encoding and training steps
     try:
         report = recipes.run(args.name, args.data, args.out, **_parse_sets(args.set))
-    except (recipes.RecipeError, DataFormatError, TypeError) as err:
+    except (recipes.RecipeError, DataFormatError) as err:
         print(f"cookbook recipe {args.name}: {err}", file=sys.stderr)
         return 2
     print(recipes.report_markdown(report))
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-models", action="store_true", help="leave the converted models out")
     p.set_defaults(func=_workshop)
     p = sub.add_parser("recipe", help="run a training recipe on a BEIR folder and save the model")
-    p.add_argument("name", help="promptagator, customir, scincl, graded, bixse, reranker, revela")
+    p.add_argument("name", help="promptagator, customir, ssra, bixse, lce, scincl, revela")
     p.add_argument("--data", required=True, help="a BEIR folder (or 'apidocs' for the built-in corpus)")
     p.add_argument("--out", required=True, help="where the model folder and the report go")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a recipe size, e.g. docs=200")

@@ -23,22 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cookbook import evaluate, lce, recipes, retrieval
 from cookbook.config import DATA_DIR, SEED
+from cookbook.config import profile as active
+from cookbook.models import save_model
 
 MODELS_DIR = DATA_DIR / "models"
 
-# name -> (notebook that saves it, kind, what the saved model is)
-RECIPES: dict[str, tuple[str, str, str]] = {
-    "promptagator": ("20_generate_queries_promptagator", "embedder",
-                     "MiniLM + Promptagator queries (consistency-filtered)"),
-    "customir": ("21_adapt_to_known_corpus_customir", "embedder",
-                 "MiniLM + LLM queries with LLM-verified hard negatives"),
-    "ssra": ("30_synthesize_graded_relevance", "embedder", "MiniLM + SSRA-style graded pairs (CoSENT)"),
-    "bixse": ("31_train_with_graded_targets_bixse", "embedder", "MiniLM + BiXSE over grade / 3"),
-    "lce": ("40_train_reranker_lce", "reranker", "LCE cross-encoder reranking the base model's top-k"),
-    "kge": ("51_mine_triplets_from_graph_embeddings", "embedder", "MiniLM + KGE-band triplets"),
-    "revela": ("60_learn_retriever_by_language_modeling_revela", "embedder", "MiniLM + Revela"),
-}
+# name -> (notebook that saves it, kind, what the saved model is), from the recipes package
+RECIPES: dict[str, tuple[str, str, str]] = {n: (r.notebook, r.kind, r.label) for n, r in recipes.RECIPES.items()}
 METRICS = ("nDCG@10", "R@10", "fine distinction")
 
 
@@ -53,8 +46,6 @@ def _check_name(name: str) -> None:
 
 def models_dir(profile: str | None = None) -> Path:
     """``data/models/<profile>`` (default: the active profile)."""
-    from cookbook.config import profile as active
-
     return MODELS_DIR / active(profile).name
 
 
@@ -99,8 +90,6 @@ def save_recipe(name: str, model, *, seconds: float, steps: int, train=None, tra
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
-    from cookbook.config import profile as active
-    from cookbook.models import save_model
 
     _check_name(name)
     folder = Path(root or models_dir(profile)) / name
@@ -237,19 +226,6 @@ class SystemScores:
         return self.per_query.mean().rename(self.name)
 
 
-def _reranker_distinction(reranker, data, split: str, seed: int, batch_size: int = 64) -> dict:
-    from cookbook.graded import distinction_pairs, fine_distinction_accuracy
-
-    pairs = distinction_pairs(data, split, seed=seed)
-    keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
-    logits = reranker.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
-                              convert_to_numpy=True, show_progress_bar=False)
-    scores: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]):
-        scores.setdefault(q, {})[d] = float(s)
-    return fine_distinction_accuracy(scores, data, split, seed=seed)
-
-
 def evaluate_system(name: str, model, data, split: str = "test", *, index=None, reranker=None, depth: int = 20,
                     k: int = 100, cache: bool | None = None, seed: int = SEED) -> SystemScores:
     """Score one system on the queries of ``split``: nDCG@10, R@10 and the fine-distinction
@@ -262,9 +238,6 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
-    from cookbook import evaluate, graded, retrieval
-    from cookbook.rerank import rerank
-
     qrels = data.qrels.get(split)
     if not qrels:
         raise CompareError(f"split {split!r} has no qrels (splits: {sorted(data.qrels)}): nothing to evaluate")
@@ -278,13 +251,13 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
             per_1000 = round((time.perf_counter() - t0) / max(len(data.corpus), 1) * 1000, 2)
     run = index.search(queries, k=k)
     if reranker is not None:
-        run = rerank(reranker, run, data, depth=depth, queries=queries)
+        run = lce.rerank(reranker, run, data, depth=depth, queries=queries)
     _, table = evaluate.evaluate(run, qrels, ("nDCG@10", "R@10"))
     try:
-        fd = _reranker_distinction(reranker, data, split, seed) if reranker is not None else \
-            graded.fine_distinction_accuracy(index, data, split, seed=seed)
+        fd = lce.fine_distinction_result(reranker, data, split, seed=seed) if reranker is not None else \
+            evaluate.fine_distinction_accuracy(index, data, split, seed=seed)
         table["fine distinction"] = fd["per_query"].reindex(table.index)
-    except graded.GradedError:  # binary labels: no adjacent grades to compare
+    except evaluate.FineDistinctionError:  # binary labels: no adjacent grades to compare
         table["fine distinction"] = np.nan
     return SystemScores(name, table, dict(run), round(time.perf_counter() - started, 2), per_1000)
 
@@ -292,7 +265,7 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
 def paired_table(systems: dict[str, SystemScores], base: str, metrics=METRICS) -> pd.DataFrame:
     """One row per (system, metric): the mean, the mean per-query difference from ``base``, its
     bootstrap 95% interval and the paired t-test p-value (queries both systems scored), from
-    :func:`cookbook.graded.paired_per_query`.
+    :func:`cookbook.evaluate.paired_test`.
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
@@ -310,10 +283,8 @@ def paired_table(systems: dict[str, SystemScores], base: str, metrics=METRICS) -
 
 def compare_two(a: SystemScores, b: SystemScores, metric: str = "nDCG@10") -> dict:
     """B minus A on one metric over the queries both scored: means, difference, bootstrap 95%
-    interval, paired t-test and Wilcoxon p-values (:func:`cookbook.graded.paired_per_query`)."""
-    from cookbook.graded import paired_per_query
-
-    out = paired_per_query(a.per_query[metric], b.per_query[metric])
+    interval, paired t-test and Wilcoxon p-values (:func:`cookbook.evaluate.paired_test`)."""
+    out = evaluate.paired_test(a.per_query[metric], b.per_query[metric])
     out["metric"] = metric
     return out
 
@@ -334,7 +305,7 @@ SITUATIONS: dict[str, tuple[str, ...]] = {
     "no labels, an LLM (even a small one)": ("promptagator", "customir", "revela"),
     "no labels, no LLM generation budget": ("revela",),
     "a few labelled (query, document) pairs": ("promptagator", "customir"),
-    "a graph over the documents (links, see-also)": ("kge",),
+    "a graph over the documents (links, see-also)": ("scincl",),
     "graded labels (several relevance levels)": ("bixse", "ssra"),
     "a GPU, or latency to spare at query time": ("lce",),
 }

@@ -522,10 +522,15 @@ def save_retriever(retriever, path) -> Path:
     return save_model(retriever, path)
 
 
-# --------------------------------------------------------------------------- recipe
+# --------------------------------------------------------------------------- the reader LM
 
 
-def _lm_pair(llm):
+def lm_pair(llm=None):
+    """The reader LM as (tokenizer, model): the offline SmolLM2 for ``None``, a pair as it is, or
+    the ``.tokenizer`` and ``.model`` of a :class:`cookbook.llm.LocalLLM`.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
     if llm is None:
         from cookbook.models import load_causal_lm
 
@@ -536,59 +541,3 @@ def _lm_pair(llm):
         return llm.tokenizer, llm.model
     raise RevelaError("llm must be None, a (tokenizer, model) pair or an object with .tokenizer and .model "
                       f"(a cookbook.llm.LocalLLM); got {type(llm).__name__}")
-
-
-def recipe(data, out_dir, *, embedder=None, llm=None, steps=None, seed: int = SEED,
-           batch_size: int = 8, chunk_tokens: int = 64, tau: float = 0.05,
-           learning_rate: float = 2e-5, max_chunks: int | None = 4000, grouping: str = "bm25",
-           strength: float | None = None, normalize: bool | None = None, **sizes) -> dict:
-    """Revela on any :class:`RetrievalData`: train ``embedder`` through the LM, save it, report.
-
-    Needs no queries and no labels at all (only the corpus), so a dataset without a train split
-    works as it is. ``embedder=None`` loads MiniLM, ``llm=None`` the offline SmolLM2 (frozen).
-    The model lands in ``out_dir / "model"``; the report has ``before``/``after`` test metrics
-    and their paired comparison when the data has a test split. ``strength``/``normalize``
-    left as None are chosen by :func:`calibrate_strength` on two training batches.
-
-    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
-    """
-    from cookbook import evaluate, retrieval
-    from cookbook.models import load_embedder
-
-    if sizes:
-        raise RevelaError(f"unknown recipe options: {sorted(sizes)}")
-    if grouping not in ("bm25", "random"):
-        raise RevelaError(f"grouping={grouping!r}: use 'bm25' or 'random'")
-    started = time.perf_counter()
-    tokenizer, lm = _lm_pair(llm)
-    freeze(lm)
-    retriever = embedder if embedder is not None else load_embedder(max_seq_length=chunk_tokens * 2)
-    test = "test" in data.qrels and data.qrels["test"]
-    report = {"recipe": "revela", "train_pairs": 0}
-    if test:
-        queries, qrels = data.split_queries("test"), data.qrels["test"]
-        run_before = retrieval.dense_search(retriever, data, queries)
-        report["before"] = dict(evaluate.evaluate(run_before, qrels)[0])
-    chunks = chunk_corpus(data, tokenizer, chunk_tokens=chunk_tokens, max_chunks=max_chunks, seed=seed)
-    make = bm25_batches if grouping == "bm25" else random_batches
-    batches = make(chunks, batch_size=batch_size, seed=seed)[: steps or 20]
-    check_no_query_text(chunks, batches, data)
-    if strength is None or normalize is None:
-        best = calibrate_strength(lm, tokenizer, chunks, batches[:2], max_length=chunk_tokens).attrs["best"]
-        strength = best["strength"] if strength is None else strength
-        normalize = best["normalize"] if normalize is None else normalize
-    trained = train(retriever, lm, tokenizer, chunks, batches, tau=tau, learning_rate=learning_rate,
-                    max_length=chunk_tokens, normalize=normalize, strength=strength, seed=seed)
-    path = save_retriever(retriever, Path(out_dir) / "model")
-    if test:
-        run_after = retrieval.dense_search(retriever, data, queries)
-        report["after"] = dict(evaluate.evaluate(run_after, qrels)[0])
-        report["comparison"] = evaluate.compare(run_before, run_after, qrels, "nDCG@10")
-    report.update(seconds=round(time.perf_counter() - started, 1), steps=trained["steps"],
-                  llm_usage={"lm_forward_passes": 2 * trained["steps"],
-                             "lm_tokens": 2 * trained["steps"] * batch_size * chunk_tokens},
-                  chunks=len(chunks), batch_size=batch_size, tau=tau, grouping=grouping,
-                  strength=strength, normalize=normalize, peak_rss_mb=trained["peak_rss_mb"],
-                  seconds_per_step=trained["seconds_per_step"], loss_first=trained["loss_first"],
-                  loss_last=trained["loss_last"], model=str(path))
-    return report

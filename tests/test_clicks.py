@@ -188,12 +188,3 @@ def test_build_env_keeps_the_api_docs_features_where_the_data_has_them():
     assert "same_module" in env.feature_names and any(n.startswith("kind_") for n in env.feature_names)
     kind = env.feature_index([n for n in env.feature_names if n.startswith("kind_")])
     assert np.allclose(env.features[:, :, kind].sum(axis=2), 1.0)  # one kind per document
-
-
-def test_moved_diagnostics_still_answer_under_their_old_names():
-    from cookbook import ultr
-
-    with pytest.warns(DeprecationWarning, match="moved to cookbook.ultr.identifiability"):
-        assert clicks.identifiability is ultr.identifiability
-    with pytest.raises(AttributeError):
-        clicks.no_such_name  # noqa: B018

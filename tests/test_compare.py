@@ -53,22 +53,22 @@ def test_save_and_load_roundtrip(tmp_path, tiny_model):
 
 
 def test_incomplete_save_is_not_listed(tmp_path, tiny_model):
-    compare.save_recipe("kge", tiny_model, steps=1, seconds=1, root=tmp_path)
-    (tmp_path / "kge" / "card.json").unlink()  # as if interrupted before the card
+    compare.save_recipe("scincl", tiny_model, steps=1, seconds=1, root=tmp_path)
+    (tmp_path / "scincl" / "card.json").unlink()  # as if interrupted before the card
     assert compare.saved_recipes(root=tmp_path) == {}
 
 
 def test_bad_inputs_are_named(tmp_path, tiny_model):
     with pytest.raises(compare.CompareError, match="unknown recipe 'nope'"):
         compare.save_recipe("nope", tiny_model, steps=1, seconds=1, root=tmp_path)
-    compare.save_recipe("kge", tiny_model, train=_triplets(3), steps=1, seconds=1, root=tmp_path)
-    path = tmp_path / "kge" / "train.jsonl"
+    compare.save_recipe("scincl", tiny_model, train=_triplets(3), steps=1, seconds=1, root=tmp_path)
+    path = tmp_path / "scincl" / "train.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
     saved = compare.saved_recipes(root=tmp_path)
     with pytest.raises(compare.CompareError, match=r"train.jsonl, line 2"):
-        compare.training_data(saved["kge"])
-    (tmp_path / "kge" / "card.json").write_text("{broken")
+        compare.training_data(saved["scincl"])
+    (tmp_path / "scincl" / "card.json").write_text("{broken")
     with pytest.raises(compare.CompareError, match="card.json"):
         compare.saved_recipes(root=tmp_path)
 
@@ -103,7 +103,7 @@ def test_paired_table_and_decision_guide():
     assert nd.loc["same", "diff"] == 0 and nd.loc["same", "p"] == 1
     assert nd.loc["better", "diff"] == pytest.approx(0.1, abs=0.01) and nd.loc["better", "p"] < 1e-6
     assert nd.loc["better", "ci_low"] > 0 and nd.loc["worse", "ci_high"] < 0
-    guide = compare.decision_guide(table, {"promptagator": "worse", "revela": "better", "kge": "same"})
+    guide = compare.decision_guide(table, {"promptagator": "worse", "revela": "better", "scincl": "same"})
     rows = guide.set_index("you have")
     assert rows.loc["no labels, an LLM (even a small one)", "start with"] == "better"
     assert rows.loc["a graph over the documents (links, see-also)", "start with"].startswith("the base model")
@@ -117,8 +117,8 @@ def test_fit_trains_several_datasets_with_their_losses(tiny_model):
 
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+    from cookbook.bixse import BiXSELoss
     from cookbook.finetune import fit
-    from cookbook.losses import BiXSELoss
 
     model = copy.deepcopy(tiny_model)
     before = [p.detach().clone() for p in model.parameters()]

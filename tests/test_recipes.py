@@ -19,10 +19,10 @@ TINY = {
     "promptagator": {"docs": 16, "n_samples": 2, "consistency_k": 300, "batch_size": 4},
     "customir": {"docs": 16, "n_samples": 2, "consistency_k": 300, "range_max": 5, "batch_size": 4},
     "scincl": {"epochs": 2, "steps": 2, "batch_size": 4, "max_anchors": 40},
-    "graded": {"n_docs": 8, "rounds": 1, "score_steps": 2, "lora_steps": 1, "per_level": 8,
+    "ssra": {"n_docs": 8, "rounds": 1, "score_steps": 2, "lora_steps": 1, "per_level": 8,
                "batch_size": 4, "max_queries": 16},
     "bixse": {"n_docs": 12, "n_samples": 2, "consistency_k": 300, "batch_size": 4},
-    "reranker": {"n_docs": 8, "n_samples": 2, "group_size": 4, "label_depth": 6, "batch_size": 2,
+    "lce": {"n_docs": 8, "n_samples": 2, "group_size": 4, "label_depth": 6, "batch_size": 2,
                  "rerank_depth": 5, "max_length": 64},
     "revela": {"steps": 2, "batch_size": 4, "chunk_tokens": 32, "max_chunks": 64},
 }
@@ -59,12 +59,19 @@ def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_model
                      *[a for s in sets for a in ("--set", s)]])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
-    assert report["recipe"] == name
-    assert "nDCG@10" in report["before"] and set(report["after"]) == set(report["before"])
+    assert report["recipe"] == name and report["data"] == "binary_beir"
+    # one report format: the verdict first, the same measures before and after, time, LLM usage
+    assert list(report)[0] == "verdict"
+    assert report["verdict"].split(" than ")[0].split(" from ")[0] in (
+        "better", "worse", "no significant difference")
+    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES
     assert all(0.0 <= v <= 1.0 for v in report["after"].values())
-    assert report["seconds"] > 0
-    assert (out / "report.md").read_text().startswith(f"# Recipe `{name}`")
-    if name == "reranker":
+    assert report["comparison"]["metric"] == "nDCG@10" and report["comparison"]["queries"] > 0
+    assert report["seconds"] > 0 and isinstance(report["llm_usage"], dict)
+    md = (out / "report.md").read_text()
+    assert md.startswith(f"**Verdict: {report['verdict']}**") and f"# Recipe `{name}` on `binary_beir`" in md
+    assert ("WORSE" in capsys.readouterr().err) == report["verdict"].startswith("worse")
+    if name == "lce":
         from sentence_transformers import CrossEncoder
 
         scores = CrossEncoder(str(out / "model")).predict([("kettle leaks", "A kettle that leaks water")])
@@ -103,6 +110,49 @@ def test_bad_input_gets_a_clear_error_and_keeps_what_was_computed(tiny_models, t
     assert "has no graph: the scincl recipe needs an edges.jsonl" in capsys.readouterr().err
 
 
+def test_old_recipe_names_still_run_and_say_the_new_name(tiny_models, tmp_path):
+    for old, new in recipes.OLD_NAMES.items():
+        with pytest.warns(FutureWarning, match=f"recipe '{old}' is now called '{new}'"):
+            assert recipes.get(old) is recipes.RECIPES[new]
+    with pytest.warns(FutureWarning):
+        report = recipes.run("kge", FIXTURE, tmp_path / "k", **TINY["scincl"])
+    assert report["recipe"] == "scincl"
+
+
+def test_an_unknown_size_lists_the_recipe_sizes(tmp_path, capsys):
+    assert cli.main(["recipe", "lce", "--data", str(FIXTURE), "--out", str(tmp_path / "x"),
+                     "--set", "stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "recipe 'lce' has no size(s) ['stepz']" in err and "rerank_depth" in err
+    assert not (tmp_path / "x").exists()  # refused before any work
+
+
+def test_the_verdict_line_follows_the_paired_test(capsys):
+    def cmp(diff, p):
+        return {"metric": "nDCG@10", "diff": diff, "ci_low": diff - 0.01, "ci_high": diff + 0.01,
+                "t_p": p, "queries": 50}
+
+    line = recipes.common.verdict_line
+    assert line({"comparison": cmp(0.03, 0.001)}).startswith("better than the base model on the test split")
+    assert line({"comparison": cmp(-0.03, 0.001)}).startswith("worse than the base model")
+    assert line({"comparison": cmp(0.03, 0.4)}).startswith("no significant difference from the base model")
+    assert line({"data": "x"}).startswith("not measured: `x` has no test split")
+    dev = {"name": "held-out chunks", "comparison": cmp(-0.02, 0.01)}
+    assert "worse than it on the dev check (held-out chunks: -0.0200" in line(
+        {"comparison": cmp(0.0, 1.0), "dev": dev})
+
+
+def test_a_worse_model_is_said_on_stderr_too(tiny_models, tmp_path, capsys):
+    data = recipes.load_data(FIXTURE)
+    embedder = models.load_embedder()
+    before = recipes.common.start(data, embedder)
+    # the "trained" system: the base run reversed, a sure loss
+    worse = {q: {d: -s for d, s in docs.items()} for q, docs in before.run.items()}
+    report = recipes.common.finish("promptagator", before, embedder, tmp_path / "w", after_run=worse)
+    assert report["verdict"].startswith("worse than the base model")
+    assert "the trained model is WORSE" in capsys.readouterr().err
+
+
 def test_a_second_run_replays_the_llm_cache(tiny_models, tmp_path):
     first = recipes.run("promptagator", FIXTURE, tmp_path / "a", **TINY["promptagator"])
     again = recipes.run("promptagator", FIXTURE, tmp_path / "b", **TINY["promptagator"])
@@ -138,9 +188,9 @@ def test_prompts_for_e5_style_models_reach_search_and_training(tiny_models, tmp_
     """query_prompt / document_prompt: every index the recipe builds and its training use them."""
     from cookbook import finetune, retrieval
 
-    assert recipes._train_prompts({"query": "query: ", "document": "passage: "}) == {
+    assert recipes.common.train_prompts({"query": "query: ", "document": "passage: "}) == {
         "anchor": "query: ", "positive": "passage: ", "negative": "passage: "}
-    assert recipes._train_prompts({"query": None, "document": None}) is None
+    assert recipes.common.train_prompts({"query": None, "document": None}) is None
     seen = {"index": set(), "fit": []}
     index_init, fit = retrieval.DenseIndex.__init__, finetune.fit
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cookbook import recipes
 from cookbook import revela as R
 
 
@@ -168,15 +169,15 @@ def test_recipe_on_binary_beir_saves_a_loadable_model(tiny_beir, tiny_lm, embedd
     from sentence_transformers import SentenceTransformer
 
     tokenizer, lm = _fresh(tiny_lm)
-    report = R.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=2,
+    report = recipes.revela.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=2,
                       batch_size=2, chunk_tokens=8)
     assert report["recipe"] == "revela" and report["steps"] == 2 and report["train_pairs"] == 0
-    assert set(report["before"]) >= {"nDCG@10", "R@10"} and report["comparison"]["queries"] == len(tiny_beir.qrels["test"])
+    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES and report["comparison"]["queries"] == len(tiny_beir.qrels["test"])
     loaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     text = tiny_beir.doc_text(next(iter(tiny_beir.corpus)))
     torch.testing.assert_close(torch.tensor(loaded.encode([text])), torch.tensor(embedder.encode([text])))
-    with pytest.raises(R.RevelaError, match="unknown recipe options"):
-        R.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=1, chunks=3)
+    with pytest.raises(recipes.RecipeError, match="grouping='nearby'"):
+        recipes.revela.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=1, grouping="nearby")
 
 
 def test_recipe_without_test_split(tiny_beir, tiny_lm, embedder, tmp_path):
@@ -184,7 +185,7 @@ def test_recipe_without_test_split(tiny_beir, tiny_lm, embedder, tmp_path):
 
     tokenizer, lm = _fresh(tiny_lm)
     bare = dataclasses.replace(tiny_beir, qrels={})
-    report = R.recipe(bare, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=1, batch_size=2,
+    report = recipes.revela.recipe(bare, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=1, batch_size=2,
                       chunk_tokens=8, strength=0.5, normalize=False)
     assert "before" not in report and "after" not in report and (tmp_path / "model").exists()
 

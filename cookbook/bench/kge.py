@@ -20,7 +20,7 @@ def measure(profile_name: str) -> list[dict]:
     Taught in: notebooks/50_build_knowledge_graph.ipynb
     """
 
-    from cookbook import triplets
+    from cookbook import scincl
     from cookbook.config import profile
     from cookbook.corpus import load_apidocs
     from cookbook.graph import split_edges
@@ -37,18 +37,18 @@ def measure(profile_name: str) -> list[dict]:
         rows.append({"name": f"kge.{name}.epoch", "value": round(trained.seconds_per_epoch, 4), "unit": "s/epoch", "note": note})
     emb = trained.embeddings()
     texts = {d: data.doc_text(d) for d in data.corpus}
-    bands = triplets.Bands.for_graph(split.num_nodes)
+    bands = scincl.Bands.for_graph(split.num_nodes)
     for backend in ("torch", "faiss"):
-        if backend == "faiss" and not triplets.faiss_available():
+        if backend == "faiss" and not scincl.faiss_available():
             continue
         start = time.perf_counter()
-        mined = triplets.mine_triplets(
+        mined = scincl.mine_triplets(
             emb, split.tensors.entities, texts, bands=bands, exclude_pairs=data.eval_pairs,
             use_faiss=(backend == "faiss"), seed=SEED,
         )
         seconds = time.perf_counter() - start
         rows.append({
-            "name": f"triplets.mine.{backend}", "value": round(mined.stats["anchors_used"] / seconds, 1),
+            "name": f"scincl.mine.{backend}", "value": round(mined.stats["anchors_used"] / seconds, 1),
             "unit": "anchors/s", "note": f"{len(mined)} triplets from {split.num_nodes} entities, bands {bands.describe()}",
         })
     return rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cookbook import graded
+from cookbook import ssra
 from cookbook.config import SEED
 
 
@@ -17,10 +17,10 @@ def exercise_1_relabel_counts(decisions: pd.DataFrame, threshold: float = 0.4) -
     or model calls): pairs kept per final level under each rule."""
     rows = {}
     for mode in ("drop", "relabel"):
-        decided = graded.accept(decisions.drop(columns=["accepted", "final_level", "decision"], errors="ignore"),
+        decided = ssra.accept(decisions.drop(columns=["accepted", "final_level", "decision"], errors="ignore"),
                                 threshold=threshold, mode=mode)
         kept = decided[decided["accepted"]]
-        rows[mode] = graded.level_histogram(kept.assign(level=kept["final_level"]))
+        rows[mode] = ssra.level_histogram(kept.assign(level=kept["final_level"]))
     return pd.DataFrame(rows).T
 
 
@@ -30,7 +30,7 @@ def exercise_2_threshold_sweep(decisions: pd.DataFrame, judged: pd.DataFrame,
     loop's annotated generations; ``judged``: the same rows annotated by the judge (same order)."""
     rows = []
     for t in thresholds:
-        decided = graded.accept(decisions.drop(columns=["accepted", "final_level", "decision"], errors="ignore"),
+        decided = ssra.accept(decisions.drop(columns=["accepted", "final_level", "decision"], errors="ignore"),
                                 threshold=t, mode="drop")
         mask = decided["accepted"].to_numpy()
         agree = (judged["pred"].to_numpy() == judged["level"].to_numpy())[mask]
@@ -43,13 +43,13 @@ def exercise_3_unbalanced_score_model(data, human: pd.DataFrame, dev_pool: pd.Da
                                       per_level: int = 200, seed: int = SEED) -> pd.DataFrame:
     """Per-level dev recall of a score model trained on a level-balanced sample against one
     trained on a random sample of the same size (the natural, imbalanced histogram)."""
-    balanced = graded.balanced_sample(human, per_level, seed=seed)
+    balanced = ssra.balanced_sample(human, per_level, seed=seed)
     natural = human.sample(len(balanced), random_state=seed)
     rows = {}
     for name, sample in (("balanced", balanced), ("natural", natural)):
-        model = graded.score_model(4, seed=seed)
-        graded.train_score_model(model, sample, data, max_steps=steps, seed=seed)
-        report = graded.score_report(model, dev_pool, data)
+        model = ssra.score_model(4, seed=seed)
+        ssra.train_score_model(model, sample, data, max_steps=steps, seed=seed)
+        report = ssra.score_report(model, dev_pool, data)
         rows[name] = {"accuracy": report["accuracy"], **{f"recall {k}": v for k, v in report["recall"].items()}}
     return pd.DataFrame(rows).T
 
@@ -65,15 +65,15 @@ def exercise_4_binary_view(data, scorers: dict, min_grade: int = 2, seed: int = 
     view = RetrievalData(data.corpus, data.queries, {"test": binary})
     rows = {}
     for name, scorer in scorers.items():
-        four = graded.fine_distinction_accuracy(scorer, data, "test", seed=seed)
-        two = graded.fine_distinction_accuracy(scorer, view, "test", seed=seed)
+        four = evaluate.fine_distinction_accuracy(scorer, data, "test", seed=seed)
+        two = evaluate.fine_distinction_accuracy(scorer, view, "test", seed=seed)
         rows[name] = {"4 levels: 2>1": four["2>1"], "4 levels: 1>0": four["1>0"], "binary: relevant>rest": two["1>0"]}
     return pd.DataFrame(rows).T
 
 
 def exercise_5_more_rounds(data, human, scorer, doc_ids, train_query_model, rounds: int = 3, **kwargs) -> pd.DataFrame:
     """Run the loop for more rounds and return the accepted share per (round, level)."""
-    loop = graded.collaborate(data, human, scorer, doc_ids, rounds=rounds, train_query_model=train_query_model, **kwargs)
+    loop = ssra.collaborate(data, human, scorer, doc_ids, rounds=rounds, train_query_model=train_query_model, **kwargs)
     return loop.table["accepted share"].unstack("requested level")
 
 
@@ -83,8 +83,8 @@ def exercise_6_endpoint_generator(data, requests: pd.DataFrame, judge, examples,
     from cookbook.llm import get_llm
 
     remote = get_llm("http")
-    gen = graded.clean(graded.generate(remote, data, requests, examples=examples, **kwargs), data)
-    return graded.agreement(graded.annotate(judge, gen, data))
+    gen = ssra.clean(ssra.generate(remote, data, requests, examples=examples, **kwargs), data)
+    return ssra.agreement(ssra.annotate(judge, gen, data))
 
 
 if __name__ == "__main__":
@@ -92,7 +92,7 @@ if __name__ == "__main__":
 
     data = corpus.load_apidocs()
     index = retrieval.DenseIndex(models.load_embedder(max_seq_length=64), data)
-    human = graded.human_pairs(data, "train", retriever=index, max_queries=60, seed=SEED)
-    dev_pool = graded.human_pairs(data, "dev", retriever=index, seed=SEED)
+    human = ssra.human_pairs(data, "train", retriever=index, max_queries=60, seed=SEED)
+    dev_pool = ssra.human_pairs(data, "dev", retriever=index, seed=SEED)
     print(exercise_3_unbalanced_score_model(data, human, dev_pool, steps=20))
     print(exercise_4_binary_view(data, {"base MiniLM": index}))

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pandas as pd
 
-from cookbook import evaluate, negatives, rerank
+from cookbook import evaluate, negatives, lce
 from cookbook.config import SEED
 
 MEASURES = ("nDCG@10", "MRR@10", "MAP@10")
@@ -20,12 +20,12 @@ MEASURES = ("nDCG@10", "MRR@10", "MAP@10")
 
 def _train_and_rerank(data, group_table, first_run, queries, qrels, *, steps, batch_size,
                       depth=20, max_length=64, temperature=1.0, learning_rate=5e-5, seed=SEED):
-    model = rerank.cross_encoder_from(None, max_length=max_length, seed=seed)
+    model = lce.cross_encoder_from(None, max_length=max_length, seed=seed)
     group = len(group_table["negatives"].iloc[0]) + 1
-    rerank.train(model, rerank.group_dataset(group_table, data, seed=seed),
-                 rerank.LCELoss(model, group_size=group, temperature=temperature),
+    lce.train(model, lce.group_dataset(group_table, data, seed=seed),
+                 lce.LCELoss(model, group_size=group, temperature=temperature),
                  max_steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    run = rerank.rerank(model, first_run, data, depth=depth, queries=queries)
+    run = lce.rerank(model, first_run, data, depth=depth, queries=queries)
     return model, run, evaluate.evaluate(run, qrels, MEASURES)[0]
 
 
@@ -46,7 +46,7 @@ def exercise_2_group_size(data, labelled, pairs, first_run, queries, qrels, *, p
     """Groups of 4 against groups of 8 at the same number of pairs per step."""
     rows = {}
     for g in sizes:
-        table = rerank.localized_groups(labelled, pairs, data, group_size=g, seed=SEED)
+        table = lce.localized_groups(labelled, pairs, data, group_size=g, seed=SEED)
         _, _, scores = _train_and_rerank(data, table, first_run, queries, qrels, steps=steps,
                                          batch_size=max(1, pairs_per_step // g))
         rows[f"G = {g}"] = scores
@@ -88,7 +88,7 @@ def exercise_3_interpolate(model, data, first_stage, test_first_run, test_scores
     dev_queries = {q: data.queries[q] for q in dev_ids}
     dev_qrels = {q: data.qrels["dev"][q] for q in dev_ids}
     dev_first = first_stage.search(dev_queries, k=100)
-    dev_scores = rerank.rerank(model, dev_first, data, depth=depth, queries=dev_queries).scores
+    dev_scores = lce.rerank(model, dev_first, data, depth=depth, queries=dev_queries).scores
 
     def ndcg(first_run, scores, qrels, a):
         return evaluate.evaluate(interpolate(first_run, scores, a, depth), qrels, ("nDCG@10",))[0]["nDCG@10"]
@@ -103,8 +103,8 @@ def exercise_3_interpolate(model, data, first_stage, test_first_run, test_scores
 
 def exercise_4_deeper_negatives(data, index, llm, pairs, *, label_depth=30, skip=10, group_size=8) -> pd.DataFrame:
     """Label the top ``label_depth`` and sample negatives only from ranks ``skip + 1`` on."""
-    cands = rerank.first_stage_candidates(index, pairs, data, depth=label_depth)
-    labelled = rerank.label_candidates(cands, llm, data)
+    cands = lce.first_stage_candidates(index, pairs, data, depth=label_depth)
+    labelled = lce.label_candidates(cands, llm, data)
     labels = negatives.doc_labels(data, pairs["doc_id"])
     pair_labels = {i: labels[d] for i, d in enumerate(pairs["doc_id"])}
     deep = labelled[labelled["neg_rank"] > skip]
@@ -114,7 +114,7 @@ def exercise_4_deeper_negatives(data, index, llm, pairs, *, label_depth=30, skip
         rows[name] = {"candidates": len(table), "confirmed": len(ok),
                       "FN rate of confirmed": negatives.false_negative_rate(ok, pair_labels)}
     out = pd.DataFrame(rows).T
-    out.attrs["deep groups"] = rerank.localized_groups(deep, pairs, data, group_size=group_size, seed=SEED)
+    out.attrs["deep groups"] = lce.localized_groups(deep, pairs, data, group_size=group_size, seed=SEED)
     return out
 
 
@@ -130,9 +130,9 @@ def exercise_5_human_queries(data, index, llm, first_run, queries, qrels, *, n=6
                              label_depth=9, group_size=8) -> dict:
     """The same recipe with human train queries instead of synthetic ones."""
     pairs = human_train_pairs(data, n)
-    labelled = rerank.label_candidates(rerank.first_stage_candidates(index, pairs, data, depth=label_depth),
+    labelled = lce.label_candidates(lce.first_stage_candidates(index, pairs, data, depth=label_depth),
                                        llm, data)
-    table = rerank.localized_groups(labelled, pairs, data, group_size=group_size, seed=SEED)
+    table = lce.localized_groups(labelled, pairs, data, group_size=group_size, seed=SEED)
     _, _, scores = _train_and_rerank(data, table, first_run, queries, qrels, steps=steps, batch_size=2)
     return scores
 
@@ -141,8 +141,8 @@ def exercise_6_judge_labels(data, candidates, endpoint_llm, pairs) -> pd.DataFra
     """With an endpoint (COOKBOOK_LLM_BACKEND=http): query likelihood alone against QL + judge."""
     labels = negatives.doc_labels(data, pairs["doc_id"])
     pair_labels = {i: labels[d] for i, d in enumerate(pairs["doc_id"])}
-    ql = rerank.label_candidates(candidates, endpoint_llm, data, judge=False)
-    both = rerank.label_candidates(candidates, endpoint_llm, data, judge=True)
+    ql = lce.label_candidates(candidates, endpoint_llm, data, judge=False)
+    both = lce.label_candidates(candidates, endpoint_llm, data, judge=True)
     return pd.DataFrame({
         name: {"confirmed": int(t["negative"].sum()),
                "FN rate": negatives.false_negative_rate(t[t["negative"]], pair_labels)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cookbook import graph, kge, triplets
+from cookbook import graph, kge, scincl
 from cookbook.config import SEED, profile
 from cookbook.corpus import load_apidocs
 from cookbook.models import load_embedder
@@ -36,7 +36,7 @@ def dev_score(data, mined, loss: str = "triplet", steps: int = STEPS, margin: fl
     """Fine-tune a fresh MiniLM on ``mined`` and return related-object nDCG@10 on dev."""
     model = load_embedder(max_seq_length=MSL)
     if loss == "triplet":
-        triplets.finetune_triplets(model, mined, max_steps=steps, margin=margin, seed=SEED)
+        scincl.finetune_triplets(model, mined, max_steps=steps, margin=margin, seed=SEED)
     else:
         from sentence_transformers import (
             SentenceTransformerTrainer,
@@ -49,12 +49,12 @@ def dev_score(data, mined, loss: str = "triplet", steps: int = STEPS, margin: fl
                                                     report_to="none", save_strategy="no", disable_tqdm=True)
         SentenceTransformerTrainer(model=model, args=args, train_dataset=mined.to_dataset(limit=steps * 16, seed=SEED),
                                    loss=MultipleNegativesRankingLoss(model)).train()
-    out = triplets.evaluate_encoder(model, data, split="dev", main_queries=False)
+    out = scincl.evaluate_encoder(model, data, split="dev", main_queries=False)
     return out["related"][0]["nDCG@10"]
 
 
 def mine(data, embeddings, entities, bands=None):
-    return triplets.mine_triplets(embeddings, entities, data.doc_text, bands or triplets.Bands.for_graph(len(entities)),
+    return scincl.mine_triplets(embeddings, entities, data.doc_text, bands or scincl.Bands.for_graph(len(entities)),
                                   exclude_pairs=data.eval_pairs, max_anchors=MAX_ANCHORS, seed=SEED)
 
 
@@ -67,11 +67,11 @@ def exercise_1_kge_model(data, names=("transe", "rotate")) -> pd.DataFrame:
 def exercise_2_hard_band(data, shares=(0.01, 0.03, 0.10)) -> pd.DataFrame:
     """Move the hard-negative band; choose on dev."""
     emb, ents = kge_embeddings(data)
-    base = triplets.Bands.for_graph(len(ents))
+    base = scincl.Bands.for_graph(len(ents))
     rows = []
     for share in shares:
         lo = max(base.positive[1] + 1, int(share * len(ents)))
-        bands = triplets.Bands(base.positive, base.n_positive, (lo, lo + 10), base.n_hard, base.n_easy)
+        bands = scincl.Bands(base.positive, base.n_positive, (lo, lo + 10), base.n_hard, base.n_easy)
         rows.append({"hard band": bands.hard_negative, "dev related nDCG@10": dev_score(data, mine(data, emb, ents, bands))})
     return pd.DataFrame(rows)
 
@@ -85,11 +85,11 @@ def exercise_3_loss(data) -> pd.DataFrame:
 def exercise_4_faiss(data) -> dict:
     """FAISS and exact torch k-NN give the same triplets (up to float ties)."""
     emb, ents = kge_embeddings(data)
-    bands = triplets.Bands.for_graph(len(ents))
-    a = triplets.mine_triplets(emb, ents, data.doc_text, bands, exclude_pairs=data.eval_pairs, use_faiss=False, seed=SEED)
-    if not triplets.faiss_available():
+    bands = scincl.Bands.for_graph(len(ents))
+    a = scincl.mine_triplets(emb, ents, data.doc_text, bands, exclude_pairs=data.eval_pairs, use_faiss=False, seed=SEED)
+    if not scincl.faiss_available():
         return {"faiss": "not installed"}
-    b = triplets.mine_triplets(emb, ents, data.doc_text, bands, exclude_pairs=data.eval_pairs, use_faiss=True, seed=SEED)
+    b = scincl.mine_triplets(emb, ents, data.doc_text, bands, exclude_pairs=data.eval_pairs, use_faiss=True, seed=SEED)
     same = sum(x == y for x, y in zip(a.rows, b.rows, strict=False))
     return {"triplets": len(a), "identical": same, "share": same / max(len(a), 1)}
 
@@ -112,7 +112,7 @@ def exercise_6_without_see_also(data) -> pd.DataFrame:
 if __name__ == "__main__":
     apidocs = load_apidocs()
     print("base dev related nDCG@10:",
-          triplets.evaluate_encoder(load_embedder(max_seq_length=MSL), apidocs, split="dev", main_queries=False)["related"][0]["nDCG@10"])
+          scincl.evaluate_encoder(load_embedder(max_seq_length=MSL), apidocs, split="dev", main_queries=False)["related"][0]["nDCG@10"])
     for fn in (exercise_4_faiss, exercise_1_kge_model, exercise_2_hard_band, exercise_3_loss, exercise_5_margin,
                exercise_6_without_see_also):
         print(f"\n## {fn.__name__}\n{fn(apidocs)}")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pandas as pd
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from cookbook import compare, losses, models, retrieval
+from cookbook import compare, bixse, models, retrieval
 from cookbook.config import SEED
 from cookbook.finetune import fit
 
 # the encoder length each notebook trained with (laptop profile)
-TRAINED_LENGTH = {"promptagator": 128, "customir": 64, "ssra": 64, "bixse": 64, "kge": 64, "revela": 128}
+TRAINED_LENGTH = {"promptagator": 128, "customir": 64, "ssra": 64, "bixse": 64, "scincl": 64, "revela": 128}
 
 
 def exercise_1_native_lengths(data, shared_length: int = 64) -> pd.DataFrame:
@@ -45,12 +45,12 @@ def _union(saved, names):
 
 def _train_combined(data, parts, steps, max_seq_length=64, batch_size=16, seed=SEED):
     model = models.load_embedder(max_seq_length=max_seq_length)
-    loss = {n: losses.BiXSELoss(model) if n == "bixse" else MultipleNegativesRankingLoss(model) for n in parts}
+    loss = {n: bixse.BiXSELoss(model) if n == "bixse" else MultipleNegativesRankingLoss(model) for n in parts}
     fit(model, parts, loss, max_steps=steps, batch_size=batch_size, no_duplicates=True, seed=seed)
     return compare.evaluate_system("combined", model, data, seed=seed)
 
 
-def exercise_2_equal_steps(data, names=("customir", "kge", "bixse"), steps: int = 60) -> pd.DataFrame:
+def exercise_2_equal_steps(data, names=("customir", "scincl", "bixse"), steps: int = 60) -> pd.DataFrame:
     """The combined recipe at the notebook's steps and at the sum of its parts' steps."""
     saved = compare.saved_recipes()
     names = [n for n in names if n in saved]
@@ -61,7 +61,7 @@ def exercise_2_equal_steps(data, names=("customir", "kge", "bixse"), steps: int 
     return pd.DataFrame(out).T
 
 
-def exercise_3_leave_one_out(data, names=("customir", "kge", "bixse"), steps: int = 60) -> pd.DataFrame:
+def exercise_3_leave_one_out(data, names=("customir", "scincl", "bixse"), steps: int = 60) -> pd.DataFrame:
     """The combined recipe without each part in turn, paired against the full union."""
     saved = compare.saved_recipes()
     names = [n for n in names if n in saved]

@@ -1,4 +1,4 @@
-"""cookbook.graded: the SSRA-style loop on the tiny fixture with tiny models, its accounting,
+"""cookbook.ssra: the SSRA-style loop on the tiny fixture with tiny models, its accounting,
 the leak checks and the errors."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cookbook import graded as G
+from cookbook import evaluate, recipes
 from cookbook import llm as L
+from cookbook import ssra as G
 from cookbook.config import DATA_DIR
 
 
@@ -330,10 +331,10 @@ def test_fine_distinction_from_scratch_and_from_run(tiny_data, tiny_model, tiny_
 
     data = tiny_data
     data_train = type(data)(data.corpus, data.queries, {"test": data.qrels["train"]})
-    got = G.fine_distinction_accuracy(tiny_model, data_train, "test", n_zero=2, seed=3)
-    same = G.fine_distinction_accuracy(tiny_index, data_train, "test", n_zero=2, seed=3)
+    got = evaluate.fine_distinction_accuracy(tiny_model, data_train, "test", n_zero=2, seed=3)
+    same = evaluate.fine_distinction_accuracy(tiny_index, data_train, "test", n_zero=2, seed=3)
     assert got["all"] == pytest.approx(same["all"])
-    pairs = G.distinction_pairs(data_train, "test", n_zero=2, kinds=G.default_kinds(4), seed=3)
+    pairs = evaluate.distinction_pairs(data_train, "test", n_zero=2, kinds=evaluate.default_kinds(4), seed=3)
     assert set(pairs["kind"]) <= {"2>1", "1>0"} and sum(got["pairs"].values()) == len(pairs)
     q = encode(tiny_model, [data.queries[x] for x in pairs["qid"]])
     hi = encode(tiny_model, [data.doc_text(d) for d in pairs["higher"]])
@@ -342,8 +343,8 @@ def test_fine_distinction_from_scratch_and_from_run(tiny_data, tiny_model, tiny_
     assert got["all"] == pytest.approx(float(np.mean(np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0)))), abs=1e-6)
     # a run that lists every pair's higher document first is always right
     perfect = {qid: {d: float(g) for d, g in docs.items()} for qid, docs in data_train.qrels["test"].items()}
-    assert G.fine_distinction_accuracy(perfect, data_train, "test", n_zero=2, seed=3)["all"] == 1.0
-    assert G.fine_distinction_accuracy({}, data_train, "test", n_zero=2, seed=3)["all"] == 0.5
+    assert evaluate.fine_distinction_accuracy(perfect, data_train, "test", n_zero=2, seed=3)["all"] == 1.0
+    assert evaluate.fine_distinction_accuracy({}, data_train, "test", n_zero=2, seed=3)["all"] == 0.5
 
 
 def test_lora_query_model_is_cached_under_its_own_name(tiny_data, tiny_lm):
@@ -373,9 +374,9 @@ def test_lora_query_model_is_cached_under_its_own_name(tiny_data, tiny_lm):
 def test_recipe_on_the_tiny_fixture(tiny_data, tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    report = G.recipe(tiny_data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=2, n_docs=8,
+    report = recipes.ssra.recipe(tiny_data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=2, n_docs=8,
                       rounds=2, score_steps=2, per_level=4, batch_size=4, max_length=32, threshold=0.0)
-    assert report["recipe"] == "graded" and report["steps"] == 2
+    assert report["recipe"] == "ssra" and report["steps"] == 2
     assert set(report) >= {"before", "after", "comparison", "seconds", "llm_usage", "train_pairs"}
     assert report["train_pairs"] == sum(report["histogram_after"].values())
     loaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
@@ -384,7 +385,7 @@ def test_recipe_on_the_tiny_fixture(tiny_data, tiny_model, tmp_path):
 
 def test_recipe_without_a_train_split(tiny_data, tiny_model, tmp_path):
     data = type(tiny_data)(tiny_data.corpus, tiny_data.queries, {"test": tiny_data.qrels["test"]})
-    report = G.recipe(data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=1, n_docs=6,
+    report = recipes.ssra.recipe(data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), steps=1, n_docs=6,
                       rounds=1, score_steps=1, per_level=3, batch_size=4, max_length=32, threshold=0.0)
     assert report["human_pairs"] > 0 and (tmp_path / "model").exists()
 
@@ -409,11 +410,11 @@ def test_cheap_solutions_run(tiny_data, tiny_model, tiny_index):
     assert set(view.columns) == {"4 levels: 2>1", "4 levels: 1>0", "binary: relevant>rest"}
 
 
-def test_paired_per_query_has_a_bootstrap_interval_around_the_mean_difference():
+def test_paired_test_has_a_bootstrap_interval_around_the_mean_difference():
     a = pd.Series([0.2, 0.5, 0.4, 0.9, 0.1, 0.6], index=list("abcdef"))
     b = a + pd.Series([0.1, 0.0, 0.2, 0.1, 0.05, 0.15], index=list("abcdef"))
-    out = G.paired_per_query(a, b)
+    out = evaluate.paired_test(a, b)
     assert out["queries"] == 6 and out["diff"] == pytest.approx(0.1)
     assert out["ci_low"] <= out["diff"] <= out["ci_high"] and out["ci_low"] > 0
-    same = G.paired_per_query(a, a)
+    same = evaluate.paired_test(a, a)
     assert same["t_p"] == 1.0 and same["ci_low"] == same["ci_high"] == 0.0

@@ -1,10 +1,10 @@
-"""cookbook.triplets: k-NN, bands, miners (with leak checks), fine-tuning and evaluation."""
+"""cookbook.scincl: k-NN, bands, miners (with leak checks), fine-tuning and evaluation."""
 
 import pytest
 import torch
 
 from cookbook import graph as G
-from cookbook import triplets as T
+from cookbook import scincl as T
 from cookbook.beir import RetrievalData
 
 

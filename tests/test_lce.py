@@ -1,4 +1,4 @@
-"""cookbook.rerank: exact LCE, training groups, reranking, errors, and the recipe."""
+"""cookbook.lce: exact LCE, training groups, reranking, errors, and the recipe."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from cookbook import lce as R
 from cookbook import llm as L
-from cookbook import rerank as R
+from cookbook import recipes
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +164,10 @@ def test_recipe_on_tiny_beir_saves_a_loadable_reranker(tmp_path, tiny_model, wit
     data = load_beir("data/fixtures/tiny_beir")
     if not with_train:
         data.qrels.pop("train")
-    report = R.recipe(data, tmp_path, embedder=tiny_model, llm=QLStub(), steps=2, n_docs=8,
+    report = recipes.lce.recipe(data, tmp_path, embedder=tiny_model, llm=QLStub(), steps=2, n_docs=8,
                       group_size=3, label_depth=4, batch_size=2, max_length=48)
-    assert report["recipe"] == "reranker" and report["steps"] == 2 and report["train_pairs"] > 0
-    assert set(report["before"]) == set(report["after"]) == {"nDCG@10", "MRR@10", "MAP@10"}
+    assert report["recipe"] == "lce" and report["steps"] == 2 and report["train_pairs"] > 0
+    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES
     assert report["comparison"]["queries"] == len(data.qrels["test"])
     loaded = CrossEncoder(str(tmp_path / "model"))
     pairs = [("boil an egg", data.doc_text("d1"))]

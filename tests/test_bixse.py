@@ -1,4 +1,4 @@
-"""cookbook.losses: the BiXSE loss, its targets, its data helpers, its measures and its recipe."""
+"""cookbook.bixse: the BiXSE loss, its targets, its data helpers, its measures and its recipe."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from cookbook import bixse as X
 from cookbook import llm as L
-from cookbook import losses as X
+from cookbook import recipes
 from cookbook.beir import RetrievalData, load_beir
 from cookbook.config import DATA_DIR
 
@@ -186,16 +187,16 @@ def test_recipe_on_tiny_beir_graded_and_binary_without_train(tmp_path, tiny_mode
     from sentence_transformers import SentenceTransformer
 
     data = load_beir(TINY)
-    report = X.recipe(data, tmp_path / "graded", embedder=tiny_model, steps=2, batch_size=2)
+    report = recipes.bixse.recipe(data, tmp_path / "graded", embedder=tiny_model, steps=2, batch_size=2)
     assert report["recipe"] == "bixse" and report["train_pairs"] == 2 and report["steps"] == 2
-    assert set(report["before"]) == set(report["after"]) == {"nDCG@10", "R@10"}
+    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES
     assert {"diff", "t_p", "wilcoxon_p"} <= set(report["comparison"])
     assert SentenceTransformer(str(tmp_path / "graded" / "model")).encode(["egg"]).shape[1] == 32
     binary = RetrievalData(data.corpus, data.queries,
                            {"test": {q: {d: int(g > 0) for d, g in docs.items()} for q, docs in data.qrels["test"].items()}})
-    report = X.recipe(binary, tmp_path / "binary", embedder=tiny_model, llm=QLStub(), steps=1, n_docs=4)
+    report = recipes.bixse.recipe(binary, tmp_path / "binary", embedder=tiny_model, llm=QLStub(), steps=1, n_docs=4)
     assert report["source"].startswith("generated") and report["train_pairs"] >= 2
     assert report["llm_usage"]["items"] > 0 and "after" in report
     assert SentenceTransformer(str(tmp_path / "binary" / "model")).encode(["egg"]).shape[1] == 32
-    with pytest.raises(TypeError, match="unknown size"):
-        X.recipe(data, tmp_path / "x", embedder=tiny_model, bogus=1)
+    with pytest.raises(recipes.RecipeError, match="targets='grades'"):
+        recipes.bixse.recipe(data, tmp_path / "x", embedder=tiny_model, targets="grades")

@@ -23,7 +23,7 @@ Around it:
   occurs), :func:`pairs_dataset`, :func:`validate_dataset`, :func:`corrupt_labels` (label noise);
 * measures: :func:`pair_scores` (the score of every judged test pair, by grade); the
   fine-distinction share (is a grade-2 document scored above a grade-1 one?) is
-  :func:`cookbook.graded.fine_distinction_accuracy`;
+  :func:`cookbook.evaluate.fine_distinction_accuracy`;
 * :func:`recipe`: the whole technique on any :class:`cookbook.beir.RetrievalData`.
 
 Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb

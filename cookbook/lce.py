@@ -29,14 +29,16 @@ Taught in: notebooks/40_train_reranker_lce.ipynb
 
 from __future__ import annotations
 
+import logging
 import random
+import tempfile
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cookbook import evaluate, negatives, querygen
 from cookbook.config import SEED
 
 try:  # torch is a dependency; the import stays inside the loss class for a fast `import cookbook`
@@ -170,8 +172,6 @@ def label_candidates(candidates: pd.DataFrame, llm, data, *, margin: float = 0.0
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
-    from cookbook import negatives
-
     out = negatives.verify(candidates, llm, data, margin=margin, max_doc_words=max_doc_words)
     out["negative"] = out["verified"].astype(bool)
     if judge is None:
@@ -322,8 +322,6 @@ def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
-    import logging
-    import tempfile
 
     import torch
     from transformers.utils import logging as hf_logging
@@ -358,7 +356,6 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
-    import tempfile
 
     from sentence_transformers.cross_encoder import (
         CrossEncoderTrainer,
@@ -477,6 +474,27 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     return out
 
 
+def fine_distinction(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64) -> float:
+    """The fine-distinction accuracy of a cross-encoder: the adjacent-grade pairs of
+    :func:`cookbook.evaluate.distinction_pairs` ordered by the model's scores (overall share).
+
+    Taught in: notebooks/90_compare_recipes.ipynb
+    """
+    return fine_distinction_result(model, data, split, seed=seed, batch_size=batch_size)["all"]
+
+
+def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64) -> dict:
+    """:func:`cookbook.evaluate.fine_distinction_accuracy` with a cross-encoder as the scorer."""
+    pairs = evaluate.distinction_pairs(data, split, seed=seed)
+    keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
+    logits = model.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
+                           convert_to_numpy=True, show_progress_bar=False)
+    scores: dict[str, dict[str, float]] = {}
+    for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]):
+        scores.setdefault(q, {})[d] = float(s)
+    return evaluate.fine_distinction_accuracy(scores, data, split, seed=seed)
+
+
 def _identity():
     from torch import nn
 
@@ -491,16 +509,14 @@ def depth_curve(first_stage, scores, qrels, depths, *, pairs_per_second: float,
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
-    from cookbook.evaluate import evaluate
-
     rows = []
     for k in depths:
-        m = evaluate(at_depth(first_stage, scores, k), qrels, (metric,))[0][metric]
+        m = evaluate.evaluate(at_depth(first_stage, scores, k), qrels, (metric,))[0][metric]
         rows.append({"depth": k, metric: m, "seconds per query": k / pairs_per_second})
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------------------- recipe
+# ------------------------------------------------------------------------- synthetic training data
 
 
 def synthetic_pairs(data, llm, retriever, doc_ids, *, n_samples: int = 2, n_examples: int = 8,
@@ -511,8 +527,6 @@ def synthetic_pairs(data, llm, retriever, doc_ids, *, n_samples: int = 2, n_exam
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
-    from cookbook import querygen
-
     examples = []
     if data.qrels.get("train"):
         try:
@@ -526,69 +540,3 @@ def synthetic_pairs(data, llm, retriever, doc_ids, *, n_samples: int = 2, n_exam
     ranked = querygen.consistency_ranks(kept, retriever, depth=max(consistency_k, 10))
     final = ranked[ranked["rank"] <= consistency_k]
     return final[["query", "doc_id"]].reset_index(drop=True)
-
-
-def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, seed: int = SEED,
-           **sizes) -> dict:
-    """The whole technique on any ``RetrievalData``; saves the reranker to ``out_dir/"model"``.
-
-    LLM queries for sampled documents -> dense first-stage top ``label_depth`` -> LLM labels ->
-    localized LCE groups -> cross-encoder trained with :class:`LCELoss` -> the dense top
-    ``rerank_depth`` of the test queries reranked. ``sizes``: ``n_docs`` (60), ``n_samples``
-    (2), ``group_size`` (8), ``label_depth`` (15), ``batch_size`` (4 groups), ``rerank_depth``
-    (20), ``max_length`` (128), ``margin`` (0.0), ``learning_rate`` (1e-4, as notebook 40);
-    ``steps=None`` trains one epoch over the groups. ``embedder=None`` loads MiniLM (first stage
-    and reranker backbone), ``llm=None`` the default LLM. Returns a JSON-able report;
-    ``before`` (dense) and ``after`` (reranked) only when ``data`` has a test split.
-
-    Taught in: notebooks/40_train_reranker_lce.ipynb
-    """
-    from sentence_transformers import CrossEncoder  # noqa: F401  (fail early when missing)
-
-    from cookbook import evaluate, retrieval
-    from cookbook.config import seed_everything
-    from cookbook.models import save_model
-    from cookbook.recipes import default_models
-
-    known = {"n_docs", "n_samples", "group_size", "label_depth", "batch_size", "rerank_depth",
-             "max_length", "margin", "learning_rate"}
-    if set(sizes) - known:
-        raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
-    n_docs = sizes.get("n_docs", 60)
-    group_size = min(sizes.get("group_size", 8), len(data.corpus))
-    batch_size = sizes.get("batch_size", 4)
-    started = time.perf_counter()
-    seed_everything(seed)
-    first, llm = default_models(embedder, llm)
-    index = retrieval.DenseIndex(first, data)
-    order = sorted(data.corpus)
-    random.Random(seed).shuffle(order)
-    with llm.track() as usage:
-        pairs = synthetic_pairs(data, llm, index, order[:n_docs], n_samples=sizes.get("n_samples", 2),
-                                seed=seed)
-        if pairs.empty:
-            raise ValueError("no generated query survived the filters: raise n_docs or n_samples")
-        cands = first_stage_candidates(index, pairs, data, depth=sizes.get("label_depth", 15))
-        labelled = label_candidates(cands, llm, data, margin=sizes.get("margin", 0.0))
-    groups = localized_groups(labelled, pairs, data, group_size=group_size, seed=seed)
-    steps = steps or max(1, -(-len(groups) // batch_size))  # default: one epoch
-    model = cross_encoder_from(embedder, max_length=sizes.get("max_length", 128), seed=seed)
-    report = train(model, group_dataset(groups, data, seed=seed), LCELoss(model, group_size=group_size),
-                   max_steps=steps, batch_size=batch_size, learning_rate=sizes.get("learning_rate", 1e-4),
-                   seed=seed)
-    path = save_model(model, Path(out_dir) / "model")
-    out = {"recipe": "reranker", "train_pairs": int(len(pairs)), "groups": int(len(groups)),
-           "group_size": int(group_size), "filled_negatives": int(groups["n_filled"].sum()),
-           "steps": report["steps"], "train_loss": report["loss"], "model": str(path)}
-    if data.qrels.get("test"):
-        queries, qrels = data.split_queries("test"), data.qrels["test"]
-        dense = index.search(queries, k=max(sizes.get("rerank_depth", 20), 10))
-        reranked = rerank(model, dense, data, depth=sizes.get("rerank_depth", 20), queries=queries)
-        measures = ("nDCG@10", "MRR@10", "MAP@10")
-        out["before"] = dict(evaluate.evaluate(dense, qrels, measures)[0])
-        out["after"] = dict(evaluate.evaluate(reranked, qrels, measures)[0])
-        out["comparison"] = evaluate.compare(dense, reranked, qrels, "nDCG@10")
-        out["pairs_per_second"] = reranked.pairs_per_second
-    out["llm_usage"] = usage.as_dict()
-    out["seconds"] = round(time.perf_counter() - started, 1)
-    return out

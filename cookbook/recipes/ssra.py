@@ -1,0 +1,99 @@
+"""Recipe ``ssra``: graded pairs from two collaborating models (a score model and a
+level-conditioned query model), then the embedder trained on a balanced graded set.
+
+Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+"""
+
+from __future__ import annotations
+
+import copy
+
+from cookbook import ssra as technique
+from cookbook.config import SEED, seed_everything
+from cookbook.llm import LocalLLM
+from cookbook.recipes import common
+from cookbook.recipes.common import RecipeError
+
+
+def _query_models(llm, human, data, n_levels: int, lora_steps: int, seed: int):
+    """(first query model, how to train one per round): LoRA on a local LLM, else prompted."""
+    if isinstance(llm, LocalLLM):
+        def train(examples, rnd):  # the cache name carries the adapter's fingerprint
+            return technique.fine_tune_query_model(examples, steps=lora_steps, tokenizer=llm.tokenizer,
+                                                   model=llm.model, cache=llm.cache, seed=seed + rnd)
+        return None, train
+    prompted = technique.PromptedQueryModel(llm, technique.few_shot_by_level(human, data, seed=seed), n_levels)
+    return prompted, lambda examples, rnd: prompted
+
+
+def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 40,
+         n_samples: int = 2, rounds: int = 2, threshold: float = 0.5, mode: str = "drop",
+         score_kind: str = "embedding", score_steps: int | None = None, lora_steps: int = 10,
+         per_level: int = 200, batch_size: int = 16, depth: int = 10, max_queries: int = 300,
+         max_length: int = 128, seed: int = SEED) -> dict:
+    """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
+
+    Human pool (train split; without one, zero-shot top-level queries from ``llm`` plus random
+    level-0 documents) -> score model (``score_kind``: "embedding", a softmax head on the frozen
+    base embedder, or "cross-encoder"; ``score_steps`` defaults to the head's epochs, 40 for a
+    cross-encoder) -> LoRA query model (``lora_steps``; a non-local ``llm`` is prompted instead)
+    -> ``rounds`` of the collaborative loop (``n_docs`` documents, ``n_samples`` queries a request,
+    ``threshold``, ``mode``) -> a balanced set of ``per_level`` pairs a level -> the embedder
+    fine-tuned with CoSENT (``steps=None``: one epoch).
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    if score_kind not in technique.SCORE_MODEL_KINDS:
+        raise RecipeError(f"score_kind={score_kind!r}: choose one of {technique.SCORE_MODEL_KINDS}")
+    seed_everything(seed)
+    # 1. the base model, measured before training
+    base, llm = common.embedder_or_default(embedder), common.llm_or_default(llm)
+    before = common.start(data, base, seed=seed)
+    n_levels = technique.n_levels_of(data)
+    doc_ids = common.sample_docs(data, n_docs, seed)
+    with llm.track() as usage:
+        # 2. the human pool (or zero-shot pairs without a train split)
+        if data.qrels.get("train"):
+            human = technique.human_pairs(data, "train", retriever=before.index, depth=depth,
+                                          max_queries=max_queries, seed=seed)
+        else:
+            human = technique.zero_shot_pairs(data, llm, doc_ids, n_levels, seed, n_samples)
+        if human.empty:
+            raise RecipeError("no human or zero-shot pairs to start from")
+        # 3. the score model on the human pool (a frozen copy of the base: the base is trained below)
+        if score_steps is None and score_kind == "cross-encoder":
+            score_steps = 40
+        if score_kind == "embedding":
+            scorer = technique.score_model(n_levels, kind=score_kind, embedder=copy.deepcopy(base), seed=seed)
+            score_train = human  # the head weighs the levels itself (class weights)
+        else:
+            scorer = technique.score_model(n_levels, kind=score_kind, embedder=embedder, max_length=max_length,
+                                           seed=seed)
+            score_train = technique.balanced_sample(human, per_level, seed)
+        technique.train_score_model(scorer, score_train, data, max_steps=score_steps, batch_size=batch_size,
+                                    seed=seed)
+        # 4. the collaborative loop: the query model writes, the score model judges, both learn
+        first, train_query_model = _query_models(llm, human, data, n_levels, lora_steps, seed)
+        loop = technique.collaborate(data, human, scorer, doc_ids, rounds=rounds,
+                                     train_query_model=train_query_model, first_query_model=first,
+                                     threshold=threshold, mode=mode, n_samples=n_samples, temperature=0.8,
+                                     score_steps=score_steps if score_kind == "embedding" else max(1, score_steps // 2),
+                                     seed=seed)
+    # 5. a balanced graded training set, and the embedder trained on it with CoSENT
+    train_set = technique.balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
+    batch_size = min(batch_size, len(train_set))
+    steps = steps or max(1, -(-len(train_set) // batch_size))
+    trained = technique.train_embedder(base, train_set, data, max_steps=steps, batch_size=batch_size,
+                                       n_levels=n_levels, seed=seed)
+    # 6. after, verdict, report
+    index, run = common.dense_run(base, before)
+    histogram = technique.level_histogram
+    return common.finish(
+        "ssra", before, base, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
+        llm_usage=usage, n_levels=n_levels, human_pairs=int(len(human)),
+        synthetic_accepted=int(len(loop.accepted)), train_pairs=int(len(train_set)), score_model=score_kind,
+        histogram_before={str(k): v for k, v in histogram(human, n_levels).items()},
+        histogram_after={str(k): v for k, v in histogram(train_set, n_levels).items()},
+        acceptance={f"round {r} level {lv}": float(v) for (r, lv), v in loop.table["accepted share"].items()}
+        if len(loop.table) else {},
+        steps=trained["steps"], train_loss=trained["loss"])
