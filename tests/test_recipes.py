@@ -64,7 +64,7 @@ def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_model
     assert list(report)[0] == "verdict"
     assert report["verdict"].split(" than ")[0].split(" from ")[0] in (
         "better", "worse", "no significant difference")
-    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES
+    assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.MEASURES  # binary labels
     assert all(0.0 <= v <= 1.0 for v in report["after"].values())
     assert report["comparison"]["metric"] == "nDCG@10" and report["comparison"]["queries"] > 0
     assert report["seconds"] > 0 and isinstance(report["llm_usage"], dict)

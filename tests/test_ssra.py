@@ -10,6 +10,7 @@ from cookbook import evaluate, recipes
 from cookbook import llm as L
 from cookbook import ssra as G
 from cookbook.config import DATA_DIR
+from cookbook.querygen import normalize
 
 
 class ScriptedLLM(L.BaseLLM):
@@ -296,9 +297,9 @@ def test_loop_accounting_and_no_leak(tiny_data, tiny_model, tiny_index, mode):
     assert not loop.decisions.duplicated(["query", "doc_id"]).any()
     # no dev/test query or pair reaches any training set
     G.assert_no_eval_leak(loop.accepted, tiny_data)
-    test_texts = {G.normalize(tiny_data.queries[q]) for q in tiny_data.qrels["test"]}
+    test_texts = {normalize(tiny_data.queries[q]) for q in tiny_data.qrels["test"]}
     train_set = G.balance(human, loop.accepted, {lv: 3 for lv in range(4)})
-    assert not {G.normalize(q) for q in train_set["query"]} & test_texts
+    assert not {normalize(q) for q in train_set["query"]} & test_texts
     assert (G.level_histogram(train_set) <= 3).all()
 
 

@@ -114,6 +114,12 @@ def _graded(data) -> bool:
     return max((g for q in data.qrels.values() for d in q.values() for g in d.values()), default=0) >= 2
 
 
+def report_measures(data) -> tuple[str, ...]:
+    """The measures a report carries for ``data``: :data:`MEASURES`, plus the fine-distinction
+    accuracy when the labels are graded (three levels or more)."""
+    return MEASURES + ((FINE,) if has_test(data) and _graded(data) else ())
+
+
 def fine_distinction(scorer, data, seed: int) -> float | None:
     """The fine-distinction accuracy on the test split, or None on binary labels."""
     if not has_test(data) or not _graded(data):

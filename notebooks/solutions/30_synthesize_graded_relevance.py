@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cookbook import ssra
+from cookbook import evaluate, ssra
 from cookbook.config import SEED
 
 
