@@ -291,8 +291,19 @@ def headline_figure(results: dict[str, dict], path: Path, limit: int = 5) -> Pat
     return path
 
 
-def times_table(runs_dir: Path) -> str:
-    """Markdown table of notebook wall times per profile, from ``runs/<profile>/timings.json``."""
+def notebook_title(path: Path) -> str:
+    """The H1 title of a notebook (its first markdown line), without the leading ``#``."""
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") == "markdown":
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            return source.strip().splitlines()[0].lstrip("# ").strip() if source.strip() else ""
+    return ""
+
+
+def times_table(runs_dir: Path, notebooks_dir: Path | None = None) -> str:
+    """The learning path: each notebook (linked), what you learn (its title) and its measured wall
+    time per profile, from ``runs/<profile>/timings.json``."""
     seen: dict[str, dict[str, str]] = {}
     profiles = []
     for path in sorted(Path(runs_dir).glob("*/timings.json")):
@@ -301,9 +312,15 @@ def times_table(runs_dir: Path) -> str:
         for row in report["notebooks"]:
             cell = f"{row['seconds'] / 60:.1f} min" + ("" if row["ok"] else " (failed)")
             seen.setdefault(row["notebook"], {})[report["profile"]] = cell
-    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---|" + "---:|" * len(profiles)]
+    if notebooks_dir is not None:
+        for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+            seen.setdefault(path.name, {})
+    lines = ["| notebook | what you learn | " + " | ".join(profiles) + " |", "|---|---|" + "---:|" * len(profiles)]
     for name in sorted(seen):
-        lines.append(f"| {name} | " + " | ".join(seen[name].get(p, "") for p in profiles) + " |")
+        nb = Path(notebooks_dir) / name if notebooks_dir is not None else None
+        title = notebook_title(nb) if nb is not None and nb.exists() else ""
+        link = f"[{name[:2]}](notebooks/{name})" if nb is not None and nb.exists() else name
+        lines.append(f"| {link} | {title} | " + " | ".join(seen[name].get(p, "") for p in profiles) + " |")
     return "\n".join(lines)
 
 
@@ -335,13 +352,12 @@ def replace_block(text: str, start: str, end: str, body: str) -> str:
 
 
 def readme_block(results: dict[str, dict], profile: str, figure: str | None, expected=()) -> str:
-    """The README's results block: the headline table of one profile, the figure, and what is missing.
-
-    ``expected``: the notebook names that should have results; those without a file for this
-    profile are listed under the table (so a partial run says so instead of looking complete).
-    """
-    body = [f"Profile `{profile}`; the full tables of every profile are in [RESULTS.md](RESULTS.md).", "",
-            headline_table(results)]
+    """The README's results block: the figure of one profile's headline rows, a link to the full
+    tables in RESULTS.md, and the notebooks that have no results yet (so a partial run says so
+    instead of looking complete)."""
+    rows = sum(len(headline_rows(payload)) for payload in results.values())
+    body = [f"Profile `{profile}`: {rows} headline rows of {len(results)} notebooks, each a measured difference "
+            "with its 95% interval. The tables, with every number of every profile, are in [RESULTS.md](RESULTS.md)."]
     missing = [name for name in expected if name not in results]
     if missing:
         body += ["", f"No `{profile}` results yet for: " + ", ".join(f"`{m}`" for m in missing)
@@ -395,7 +411,7 @@ def update_files(root: Path, profile: str = "laptop", results_dir: Path | None =
             written["guide"] = profile
     runs = Path(runs_dir) if runs_dir else root / "runs"
     if TIMES_START in text and any(runs.glob("*/timings.json")):
-        text = replace_block(text, TIMES_START, TIMES_END, times_table(runs))
+        text = replace_block(text, TIMES_START, TIMES_END, times_table(runs, root / "notebooks"))
         written["times"] = True
     readme.write_text(text)
     return written
