@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-DOCS = [ROOT / "README.md"] + [p for p in (ROOT / "RESULTS.md", ROOT / "data" / "README.md") if p.exists()]
+DOCS = [ROOT / "README.md"] + [p for p in (ROOT / "RESULTS.md", ROOT / "data" / "README.md") if p.exists()] + sorted(
+    (ROOT / "docs").glob("*.md"))
 # [text](target) and ![alt](target); the target stops at whitespace or ")" (an optional "title" follows)
 LINK = re.compile(r"!?\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 EXTERNAL = ("http://", "https://", "mailto:", "#")
@@ -81,3 +82,14 @@ def test_the_recipe_in_one_cell_is_executed_code(notebook):
     following = cells[at[0] + 1] if at[0] + 1 < len(cells) else None
     assert following is not None and following["cell_type"] == "code", \
         f"{notebook.name}: the cell after 'The recipe in one cell' must be code"
+
+
+def test_the_readme_is_short_and_links_its_reference_pages():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 180
+    first_screen = "\n".join(text.splitlines()[:20])
+    assert "make run" in first_screen and "make test" in first_screen
+    index = (ROOT / "docs" / "index.md").read_text()
+    for page in ("building_blocks", "scaling", "contributing"):
+        assert f"docs/{page}.md" in text, f"README does not link docs/{page}.md"
+        assert f"\n{page}\n" in index, f"docs/index.md does not list {page}"
