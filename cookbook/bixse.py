@@ -24,19 +24,16 @@ Around it:
 * measures: :func:`pair_scores` (the score of every judged test pair, by grade); the
   fine-distinction share (is a grade-2 document scored above a grade-1 one?) is
   :func:`cookbook.evaluate.fine_distinction_accuracy`;
-* :func:`recipe`: the whole technique on any :class:`cookbook.beir.RetrievalData`.
+* the whole technique on any :class:`cookbook.beir.RetrievalData`: :mod:`cookbook.recipes.bixse`.
 
 Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
-import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -440,104 +437,3 @@ def pair_scores(scorer, data, split: str = "test", *, n_unjudged: int = 10, seed
     rows = [(q, d, g, float(s)) for q, ds, gs, ss in zip(qids, doc_lists, grade_lists, scores)
             for d, g, s in zip(ds, gs, ss)]
     return pd.DataFrame(rows, columns=["qid", "doc_id", "grade", "score"])
-
-
-# ------------------------------------------------------------------------------------- recipe
-
-
-def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, seed: int = SEED,
-           **sizes) -> dict:
-    """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
-
-    With a train split: one labelled pair per train query (:func:`draw_labelled_pairs`, pool =
-    judged documents + the base model's top ``n_candidates``), targets ``grade / top grade``
-    (``targets="structural"``, the default) or the LLM's calibrated query likelihood
-    (``targets="llm"``), then :class:`BiXSELoss`. Without one: zero-shot generated queries for
-    ``n_docs`` documents (:func:`cookbook.querygen.promptagator`), each with its source document
-    as a target-1 pair. ``sizes``: ``n_candidates`` (20), ``batch_size`` (16), ``learning_rate``
-    (5e-5), ``targets``, ``n_docs`` (40), ``n_samples`` (2), ``consistency_k`` (10),
-    ``max_seq_length`` (kept from the embedder). ``steps=None`` trains one epoch.
-    ``embedder=None`` loads MiniLM; ``llm=None`` loads the default LLM, only when needed.
-    Returns a JSON-able report; ``before``/``after``/``comparison`` only with a test split.
-
-    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
-    """
-    from cookbook import evaluate, models, retrieval
-    from cookbook.config import seed_everything
-    from cookbook.finetune import fit
-    from cookbook.llm import Usage
-    from cookbook.models import save_model
-
-    known = {"n_candidates", "batch_size", "learning_rate", "targets", "n_docs", "n_samples",
-             "consistency_k", "max_seq_length"}
-    if set(sizes) - known:
-        raise TypeError(f"unknown size(s) {sorted(set(sizes) - known)}; known: {sorted(known)}")
-    target_kind = sizes.get("targets", "structural")
-    if target_kind not in ("structural", "llm"):
-        raise ValueError(f"targets={target_kind!r}: choose 'structural' or 'llm'")
-    started = time.perf_counter()
-    seed_everything(seed)
-    base = embedder if embedder is not None else models.load_embedder()
-    if "max_seq_length" in sizes:
-        base.max_seq_length = sizes["max_seq_length"]
-    index = retrieval.DenseIndex(base, data)
-    has_test = bool(data.qrels.get("test"))
-    before_run = index.search(data.split_queries("test")) if has_test else None
-    usage = Usage()
-
-    def get_llm():
-        nonlocal llm
-        if llm is None:
-            from cookbook.llm import get_llm as load
-
-            llm = load()
-        return llm
-
-    if data.qrels.get("train"):
-        train_q = data.split_queries("train")
-        cands = index.search(train_q, k=sizes.get("n_candidates", 20))
-        pairs = draw_labelled_pairs(data, "train", cands, n_candidates=sizes.get("n_candidates", 20), seed=seed)
-        top = max(g for rows in data.qrels.values() for docs in rows.values() for g in docs.values())
-        pairs["target"] = GradeTargets(max(int(top), 1))(pairs["grade"].astype(float))
-        source = "train split"
-        if target_kind == "llm":
-            with get_llm().track() as usage:
-                pairs["target"], _ = llm_targets(llm, data, pairs)
-    else:
-        from cookbook import querygen
-
-        order = sorted(data.corpus)
-        random.Random(seed).shuffle(order)
-        with get_llm().track() as usage:
-            gen = querygen.promptagator(data, llm, index, order[:sizes.get("n_docs", 40)], examples=[],
-                                        n_samples=sizes.get("n_samples", 2),
-                                        consistency_k=sizes.get("consistency_k", 10), seed=seed)
-        pairs = gen.final[["query", "doc_id"]].reset_index(drop=True)
-        if len(pairs) < 2:
-            raise ValueError(f"only {len(pairs)} generated query survived the filters: raise n_docs or n_samples")
-        pairs["grade"], pairs["target"] = 1, 1.0
-        source = "generated queries (no train split)"
-    model = copy.deepcopy(base)
-    batch_size = sizes.get("batch_size", 16)
-    steps = steps or max(1, -(-len(pairs) // batch_size))
-    loss = BiXSELoss(model)
-    report = fit(model, pairs_dataset(pairs, data, "target"), loss, max_steps=steps, batch_size=batch_size,
-                 learning_rate=sizes.get("learning_rate", 5e-5), no_duplicates=True, seed=seed)
-    path = save_model(model, Path(out_dir) / "model")
-    out = {"recipe": "bixse", "data": data.name, "source": source, "targets": target_kind if source == "train split" else "1.0",
-           "train_pairs": int(len(pairs)),
-           "grades": {str(k): int(v) for k, v in pairs["grade"].value_counts().sort_index().items()},
-           "steps": report["steps"], "train_loss": report["loss"],
-           "scale": round(float(loss.scale.detach()), 4), "bias": round(float(loss.bias.detach()), 4),
-           "model": str(path)}
-    if has_test:
-        qrels = data.qrels["test"]
-        after_run = retrieval.dense_search(model, data, data.split_queries("test"))
-        measures = ("nDCG@10", "R@10")
-        before = evaluate.evaluate(before_run, qrels, measures)[0]
-        out["before"], out["relevance"] = dict(before), before.rel
-        out["after"] = dict(evaluate.evaluate(after_run, qrels, measures)[0])
-        out["comparison"] = evaluate.compare(before_run, after_run, qrels, "nDCG@10")
-    out["llm_usage"] = usage.as_dict()
-    out["seconds"] = round(time.perf_counter() - started, 1)
-    return out

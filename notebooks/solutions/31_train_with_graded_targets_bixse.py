@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cookbook import evaluate, ssra, bixse, models, retrieval
+from cookbook import bixse, evaluate, models, retrieval
 from cookbook.config import SEED
 from cookbook.finetune import fit
 

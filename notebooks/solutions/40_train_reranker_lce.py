@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pandas as pd
 
-from cookbook import evaluate, negatives, lce
+from cookbook import evaluate, lce, negatives
 from cookbook.config import SEED
 
 MEASURES = ("nDCG@10", "MRR@10", "MAP@10")

@@ -10,7 +10,7 @@ import copy
 
 import pandas as pd
 
-from cookbook import evaluate, models, retrieval, revela
+from cookbook import evaluate, models, recipes, retrieval, revela
 from cookbook.config import CACHE_DIR, SEED
 
 RUN_DIR = CACHE_DIR / "runs" / "60_solutions"
@@ -88,7 +88,7 @@ def exercise_5_random_grouping(data, out_dir=RUN_DIR / "recipe", llm=None, steps
     """``revela.recipe`` with BM25 and random grouping on the same data."""
     rows = {}
     for grouping in ("bm25", "random"):
-        report = revela.recipe(data, out_dir / grouping, llm=llm, steps=steps, grouping=grouping,
+        report = recipes.revela.recipe(data, out_dir / grouping, llm=llm, steps=steps, grouping=grouping,
                                seed=SEED, **options)
         rows[grouping] = {"before": report["before"]["nDCG@10"], "after": report["after"]["nDCG@10"],
                           "t_p": report["comparison"]["t_p"]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from cookbook import compare, bixse, models, retrieval
+from cookbook import bixse, compare, models, retrieval
 from cookbook.config import SEED
 from cookbook.finetune import fit
 
