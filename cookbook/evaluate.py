@@ -171,6 +171,19 @@ def verdict(comparison: dict | None, alpha: float = 0.05) -> str:
     return "no significant difference"
 
 
+def comparison_table(comparisons: dict[str, dict]) -> pd.DataFrame:
+    """Several :func:`compare` / :func:`paired_test` results as one table: the difference, its
+    95% interval, the paired t-test p, the number of queries and the :func:`verdict` per row.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    cols = ["mean_a", "mean_b", "diff", "ci_low", "ci_high", "t_p", "queries"]
+    table = pd.DataFrame({name: {k: c.get(k) for k in cols} for name, c in comparisons.items()}).T
+    table = table.astype({k: float for k in cols if k != "queries"}).astype({"queries": int})
+    table["verdict"] = [verdict(c) for c in comparisons.values()]
+    return table
+
+
 # --------------------------------------------------------------------------------------------
 # the fine-distinction measure: does a model order adjacent grades correctly?
 # --------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ Every notebook writes ``data/results/<profile>/<notebook>.json`` with
 Numbers are formatted for reading: no exponent notation (``12,345``, ``0.00021``), p-values
 below one in a million as ``< 1e-6``.
 
-A notebook chooses its headline rows by passing ``headline=[...]`` to ``save_results``
-(build them with :func:`comparison_row` and :func:`value_row`); without one, the rows are
-taken from the comparisons it saved (``evaluate.compare`` dictionaries), else from its
-system summaries, else from its first plain numbers.
+A notebook saves what it measured in one cell under its "Save for notebook 90 and the README"
+heading with :func:`save_notebook`: headline rows as ``(label, comparison or number, baseline,
+technique)`` tuples, the metrics as they are (DataFrames and Series included). Without
+headline rows, the rows are taken from the comparisons it saved (``evaluate.compare``
+dictionaries), else from its system summaries, else from its first plain numbers.
 
 Taught in: notebooks/10_explore_query_document_pairs.ipynb
 """
@@ -27,6 +28,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+import pandas as pd
+
+from cookbook import evaluate
 
 PROFILES = ("smoke", "laptop", "full")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -124,6 +129,44 @@ def value_row(label: str, value, metric: str = "", note: str = "") -> dict:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ResultsError(f"headline row {label!r}: value must be a number, got {value!r}")
     return {"label": str(label), "metric": metric, "value": value, "note": note}
+
+
+def row(label: str, result, baseline_or_metric: str = "", technique_or_note: str = "") -> dict:
+    """A headline row from a comparison (:func:`comparison_row`: baseline, technique) or from one
+    number (:func:`value_row`: metric, note); a ready row passes through.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    if isinstance(result, dict) and "label" in result:
+        return result
+    if isinstance(result, dict):
+        return comparison_row(label, result, baseline_or_metric, technique_or_note)
+    return value_row(label, float(result) if hasattr(result, "item") else result, baseline_or_metric,
+                     technique_or_note)
+
+
+def plain(value):
+    """Metrics as JSON-able data: DataFrames by row (``{index: {column: value}}``), Series as dicts."""
+    if isinstance(value, pd.DataFrame):
+        return {str(k): plain(v) for k, v in value.to_dict(orient="index").items()}
+    if isinstance(value, pd.Series):
+        return {str(k): plain(v) for k, v in value.to_dict().items()}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def save_notebook(notebook: str, headline, *, metrics: dict, timings: dict | None = None, **extra) -> Path:
+    """Save a notebook's results for the README and notebook 90 in one call: ``headline`` rows as
+    ``(label, comparison or number, baseline or metric, technique or note)`` tuples (:func:`row`),
+    ``metrics`` with DataFrames and Series as they are, ``extra`` (sizes, seeds, LLM usage).
+    Writes ``data/results/<profile>/<notebook>.json`` (:func:`cookbook.evaluate.save_results`).
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
+    rows = [r if isinstance(r, dict) else row(*r) for r in headline]
+    return evaluate.save_results(notebook, plain(metrics), timings or {}, headline=rows,
+                                 **{k: plain(v) for k, v in extra.items()})
 
 
 def _walk(metrics: dict, prefix: str = ""):
