@@ -190,7 +190,7 @@ def test_text_that_is_not_utf8_names_file_line_and_byte_offset(tmp_path):
         beir.load_beir(folder)
     (folder / "queries.jsonl").unlink()
     (folder / "queries.jsonl.gz").write_bytes(gzip.compress(b'{"_id": "q1", "text": "eggs"}\n' * 50)[:40])
-    with pytest.raises(beir.DataFormatError, match="queries.jsonl.gz, line 1: not a readable gzip file"):
+    with pytest.raises(beir.DataFormatError, match=r"queries.jsonl.gz, line \d+: not a readable gzip file \(Compressed"):
         beir.load_beir(folder)
     (folder / "queries.jsonl.gz").write_bytes(b"plain text, not gzip\n")
     with pytest.raises(beir.DataFormatError, match="queries.jsonl.gz, line 1: not a readable gzip file"):
