@@ -247,7 +247,7 @@ def _check_empty_texts(path: Path, rows: list[tuple[int, dict]], what: str, stri
     first = ", ".join(repr(i) for _, i in empty[:5]) + (", ..." if len(empty) > 5 else "")
     warnings.warn(f"{path}: {len(empty)} {what} with empty text (first: {first}); they are embedded as "
                   "an empty string (documents: as their title); load with strict=True to refuse them",
-                  EmptyTextWarning, stacklevel=3)
+                  EmptyTextWarning, stacklevel=4)  # the caller of load_beir
 
 
 def read_corpus(path, strict: bool = False, formats: dict | None = None) -> dict[str, dict]:
