@@ -176,6 +176,16 @@ class _Lines:
         return ", ".join([kind, "UTF-8", *self.flags])
 
 
+def check_utf8(path) -> None:
+    """Raise :class:`DataFormatError` naming the line and byte offset of the first byte of
+    ``path`` (gzipped or not) that is not UTF-8; return quietly when the whole file is UTF-8.
+
+    Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb (click logs)
+    """
+    for _ in _Lines(Path(path)):
+        pass
+
+
 def find_file(folder, name: str) -> Path | None:
     """``folder/name`` or its gzipped ``name.gz``; None when neither exists.
 
