@@ -219,7 +219,7 @@ def _json_objects(path: Path, lines: _Lines | None = None):
             row = json.loads(line)
         except json.JSONDecodeError as err:
             hint = "; the line holds NUL bytes: is the file UTF-16?" if "\x00" in line else ""
-            raise DataFormatError(path, number, None, f"invalid JSON ({err.msg} at column {err.colno}){hint}") from None
+            raise DataFormatError(path, number, None, f"invalid JSON ({err.msg}: column {err.colno}){hint}") from None
         if not isinstance(row, dict):
             raise DataFormatError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
         yield number, row

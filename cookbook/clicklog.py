@@ -112,10 +112,10 @@ def load_click_log(path, feature_cols=None) -> pd.DataFrame:
     else:
         frame, unit, first, header = _read_parquet(path), "row", 1, None
     frame.columns = [str(c).strip() for c in frame.columns]
+    have = ", ".join(frame.columns)
     if "document" in frame.columns and "doc" in frame.columns:
         raise DataFormatError(path, header, "doc", "both 'document' and 'doc' columns: keep one")
     frame = frame.rename(columns={"document": "doc"})
-    have = ", ".join(frame.columns)
     for name in REQUIRED:
         if (name if name != "document" else "doc") not in frame.columns:
             raise DataFormatError(path, header, name, f"missing column (columns here: {have})", unit=unit)
