@@ -7,6 +7,10 @@
                      ``data/results/<profile>/*.json``; ``--update-readme`` writes RESULTS.md (every
                      profile), that profile's block in README.md and the times table (see
                      :mod:`cookbook.results`)
+* ``check``          validate a data folder (``--data DIR`` or ``apidocs``): what it holds, which
+                     recipes can run on it and why not (see :mod:`cookbook.check`)
+* ``clicklog``       your own click log (``--log FILE --out DIR``): identifiability, position-bias
+                     curve with its band, propensity weights (see :mod:`cookbook.clicklog`)
 * ``recipe NAME``    run a training recipe on a BEIR folder: ``--data DIR --out DIR [--set k=v]``
                      writes a loadable model and a report (see :mod:`cookbook.recipes`)
 """
@@ -132,6 +136,18 @@ def _recipe(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from cookbook import check
+
+    return check.main(args.data)
+
+
+def _clicklog(args) -> int:
+    from cookbook import clicklog
+
+    return clicklog.main(args.log, args.out, n_boot=args.boot)
+
+
 def _workshop(args) -> int:
     from cookbook import workshop
 
@@ -180,5 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="where the model folder and the report go")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a recipe size, e.g. docs=200")
     p.set_defaults(func=_recipe)
+    p = sub.add_parser("check", help="validate a data folder and say which recipes can run on it")
+    p.add_argument("--data", required=True, help="a BEIR folder (or 'apidocs' for the built-in corpus)")
+    p.set_defaults(func=_check)
+    p = sub.add_parser("clicklog", help="ULTR diagnostics of your own click log, written as a report")
+    p.add_argument("--log", required=True, help="CSV/TSV (optionally .gz) or Parquet: query, document, "
+                   "position, click[, session, feat_*]")
+    p.add_argument("--out", required=True, help="the report folder")
+    p.add_argument("--boot", type=int, default=20, help="bootstrap refits for the band (default 20)")
+    p.set_defaults(func=_clicklog)
     args = parser.parse_args(argv)
     return args.func(args)
