@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 
 from cookbook.config import SEED
+from cookbook.evaluate import relevance_thresholds
+from cookbook.retrieval import encode
 
 try:  # torch is a dependency; only the base class is needed at import time
     from torch import nn as _nn
@@ -137,7 +139,6 @@ def llm_targets(llm, data, pairs: pd.DataFrame, *, threshold: int | None = None,
 
     Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
     """
-    from cookbook.evaluate import relevance_thresholds
 
     _check_pairs(pairs, data)
     calib = pairs if calibration is None else calibration
@@ -385,7 +386,6 @@ def corrupt_labels(pairs: pd.DataFrame, share: float, columns=("grade",), *, see
 
 
 def _embed_scores(model, data, qids, doc_lists, embeddings=None, ids=None) -> list[np.ndarray]:
-    from cookbook.retrieval import encode
 
     q = encode(model, [data.queries[x] for x in qids])
     if embeddings is None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cookbook import corpus, models
 from cookbook.beir import DataFormatError, RetrievalData, load_beir, normalize_text
 
 #: recipe name -> what it needs from the data (every recipe also wants a test split for its
@@ -44,9 +45,8 @@ SAMPLE = 2000  # texts tokenized per part; larger corpora are sampled (seeded)
 def load(data_dir) -> RetrievalData:
     """``apidocs`` (the built-in corpus, as ``python -m cookbook recipe`` reads it) or a BEIR folder."""
     if str(data_dir) == "apidocs":
-        from cookbook.corpus import load_apidocs  # builds the corpus on first use (seconds)
 
-        data = load_apidocs()
+        data = corpus.load_apidocs()
         data.formats = {"(built in)": "API-docs corpus harvested from the installed packages"}
         return data
     folder = Path(data_dir)
@@ -61,7 +61,6 @@ def _tokenizer():
     try:
         from transformers import AutoTokenizer  # heavy: imported only when checking lengths
 
-        from cookbook import models
 
         path = models.resolve("embedder")
         tok = AutoTokenizer.from_pretrained(path)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cookbook.beir import RetrievalData, load_beir, normalize_text, write_beir
 from cookbook.config import CACHE_DIR, SEED
+from cookbook.config import profile as read_profile
 
 HARVEST_VERSION = 5  # 5: queries equal up to punctuation share one split
 # Size of the corpus per profile: smoke keeps CI fast, laptop fits a 2-core CPU.
@@ -466,7 +467,6 @@ def load_apidocs(profile: str | None = None, max_docs: int | None = -1, seed: in
 
     Taught in: notebooks/10_explore_query_document_pairs.ipynb
     """
-    from cookbook.config import profile as read_profile
 
     if max_docs == -1:
         max_docs = DEFAULT_MAX_DOCS[read_profile(profile).name]

@@ -40,6 +40,7 @@ import pandas as pd
 
 from cookbook import evaluate, negatives, querygen
 from cookbook.config import SEED
+from cookbook.models import load_cross_encoder
 
 try:  # torch is a dependency; the import stays inside the loss class for a fast `import cookbook`
     from torch import nn as _nn
@@ -333,7 +334,6 @@ def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
     hf_logging.set_verbosity_error()  # expected here, so not repeated for every model
     try:
         if embedder is None:
-            from cookbook.models import load_cross_encoder
 
             return load_cross_encoder(num_labels=1, max_length=max_length)
         from sentence_transformers import CrossEncoder

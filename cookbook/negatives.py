@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from cookbook.config import SEED
+from cookbook.corpus import graded_qrels
+from cookbook.retrieval import encode
 
 
 def mine(index, data, pairs: pd.DataFrame, *, range_min: int = 0, range_max: int = 30,
@@ -42,7 +44,6 @@ def mine(index, data, pairs: pd.DataFrame, *, range_min: int = 0, range_max: int
 
     Taught in: notebooks/21_adapt_to_known_corpus_customir.ipynb
     """
-    from cookbook.retrieval import encode
 
     if range_max <= range_min:
         raise ValueError(f"range_max={range_max} must be larger than range_min={range_min}")
@@ -212,7 +213,6 @@ def doc_labels(data, doc_ids, *, from_graph: bool | None = None) -> dict[str, di
                             out[d][other] = max(out[d].get(other, 0), min(g, relevant[d]))
         return out
 
-    from cookbook.corpus import graded_qrels
 
     typed: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for s, t, kind in sorted(data.training_graph().edges(keys=True)):

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cookbook.config import CACHE_DIR
+from cookbook.retrieval import model_fingerprint
+
 
 class QuantizeError(RuntimeError):
     """The model cannot be exported or quantised (the message says why)."""
@@ -78,8 +81,6 @@ class OnnxInt8Encoder:
             from onnxruntime.quantization import QuantType, quantize_dynamic
         except ImportError:
             raise QuantizeError("int8 inference needs onnxruntime: pip install -e '.[int8]'") from None
-        from cookbook.config import CACHE_DIR
-        from cookbook.retrieval import model_fingerprint
 
         first, hf, self.pooling, self.normalise = _modules(model)
         self.tokenizer = first.tokenizer

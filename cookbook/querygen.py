@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cookbook import finetune
 from cookbook.beir import normalize_text
 from cookbook.config import SEED
 
@@ -321,13 +322,12 @@ def fine_tune(model, train_dataset, *, output_dir: str | Path | None = None, epo
     """
     from sentence_transformers.sentence_transformer import losses
 
-    from cookbook.finetune import fit
 
     if len(train_dataset) < 2:
         raise ValueError(f"train_dataset has {len(train_dataset)} rows; MNRL needs at least 2")
     loss = (losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
             if cached else losses.MultipleNegativesRankingLoss(model))
-    model.train_report = fit(model, train_dataset, loss, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+    model.train_report = finetune.fit(model, train_dataset, loss, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                              learning_rate=learning_rate, warmup=warmup_ratio, no_duplicates=True, seed=seed,
                              output_dir=str(output_dir) if output_dir else None, prompts=prompts)
     return model

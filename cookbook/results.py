@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cookbook import evaluate
+from cookbook import evaluate, plotting
+from cookbook.evaluate import RESULTS_DIR
 
 PROFILES = ("smoke", "laptop", "full")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -303,7 +304,6 @@ def headline_figure(results: dict[str, dict], path: Path, limit: int = 5) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cookbook import plotting
 
     plotting.set_style()
 
@@ -369,7 +369,6 @@ def times_table(runs_dir: Path, notebooks_dir: Path | None = None) -> str:
 
 def load_all(results_dir: Path | None = None) -> dict[str, dict[str, dict]]:
     """``{profile: {notebook: payload}}`` for every profile folder under ``data/results``."""
-    from cookbook.evaluate import RESULTS_DIR
 
     root = Path(results_dir) if results_dir else RESULTS_DIR
     out = {}

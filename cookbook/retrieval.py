@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cookbook.beir import RetrievalData
+from cookbook.config import CACHE_DIR
 
 Run = dict[str, dict[str, float]]
 
@@ -209,7 +210,6 @@ def cached_encode(model, texts: list[str], batch_size: int = 64, prompt: str | N
 
     Taught in: notebooks/10_explore_query_document_pairs.ipynb
     """
-    from cookbook.config import CACHE_DIR
 
     key = hashlib.sha1(json.dumps([model_fingerprint(model), _texts_fingerprint(texts), prompt or "",
                                    "normalized", len(texts)]).encode()).hexdigest()[:20]

@@ -30,7 +30,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cookbook.beir import normalize_text
 from cookbook.config import SEED
+from cookbook.models import load_causal_lm, resolve, save_model
 
 ATTN_NAME = "revela"
 
@@ -136,7 +138,6 @@ def check_no_query_text(chunks: list[dict], batches: list[list[int]], data,
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
-    from cookbook.beir import normalize_text
 
     eval_texts = {normalize_text(data.queries[q]): q for s in splits for q in data.qrels.get(s, {})}
     checked = 0
@@ -481,7 +482,6 @@ def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: s
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from cookbook.models import resolve
 
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import (
@@ -512,7 +512,6 @@ def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: s
 
 def save_retriever(retriever, path) -> Path:
     """Save ``retriever`` so that ``SentenceTransformer(str(path))`` loads it (LoRA merged first)."""
-    from cookbook.models import save_model
 
     path = Path(path)
     first = retriever[0]
@@ -532,7 +531,6 @@ def lm_pair(llm=None):
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
     if llm is None:
-        from cookbook.models import load_causal_lm
 
         return load_causal_lm("generator")
     if isinstance(llm, tuple) and len(llm) == 2:

@@ -28,7 +28,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cookbook.config import SEED
+from cookbook.evaluate import evaluate
+from cookbook.finetune import fit
 from cookbook.graph import assert_no_eval_edges, undirected_hops
+from cookbook.retrieval import DenseIndex
 
 FAISS_MIN_CANDIDATES = 20_000  # exact torch search below this many candidates, FAISS above
 
@@ -514,7 +517,6 @@ def finetune_triplets(
     """
     from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
 
-    from cookbook.finetune import fit
 
     metrics = {"euclidean": TripletDistanceMetric.EUCLIDEAN, "cosine": TripletDistanceMetric.COSINE,
                "manhattan": TripletDistanceMetric.MANHATTAN}
@@ -595,8 +597,6 @@ def evaluate_encoder(model, data, *, split: str = "test", k: int = 100, batch_si
 
     Taught in: notebooks/51_mine_triplets_from_graph_embeddings.ipynb
     """
-    from cookbook.evaluate import evaluate
-    from cookbook.retrieval import DenseIndex
 
     started = time.perf_counter()
     if related is None:

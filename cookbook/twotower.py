@@ -40,6 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cookbook import clicks, ultr
+from cookbook.evaluate import evaluate
+
 __all__ = [
     "UnidentifiedPositionsWarning",
     "TwoTower",
@@ -284,7 +287,6 @@ def fit_two_tower(log: pd.DataFrame, relevance: str = "mlp", feature_cols=None, 
 
 def _mark_identified(fit: TwoTowerFit, log: pd.DataFrame, n_positions: int, relevance: str, feature_cols) -> None:
     """Fill ``fit.identified`` / ``fit.components`` from the log's rank graph; warn when positions are free."""
-    from cookbook import ultr
 
     if not {"query", "doc"} <= set(log.columns):
         return  # no pair identity to build the rank graph from
@@ -437,7 +439,6 @@ def ndcg_at_10(env, scores) -> float:
 
     Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
     """
-    from cookbook.evaluate import evaluate
 
     run, qrels = scores_run(env, scores)
     summary, _ = evaluate(run, qrels)
@@ -460,7 +461,6 @@ def confounding_sweep(train_env, test_env, strengths, seeds, n_sessions: int, we
 
     Taught in: notebooks/71_two_tower_identifiability_and_confounding.ipynb
     """
-    from cookbook import clicks, ultr
 
     exam = clicks.examination_curve(n_shown) if examination is None else np.asarray(examination)
     cp = clicks.graded_click_probs(train_env.max_grade) if click_prob is None else np.asarray(click_prob)

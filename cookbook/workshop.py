@@ -30,7 +30,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from cookbook import corpus, models
 from cookbook.config import CACHE_DIR, ROOT
+from cookbook.results import times_table
 
 # data/cache entries that go into the archive; `runs` holds models trained by notebooks, which
 # participants train themselves, so it is left out.
@@ -49,7 +51,6 @@ class WorkshopError(ValueError):
 
 def prepare_cache(profiles: tuple[str, ...] = ("smoke", "laptop")) -> list[str]:
     """Build what a first run would build: the corpus per profile and the converted generator."""
-    from cookbook import corpus, models
 
     done = []
     for name in profiles:
@@ -125,7 +126,6 @@ def write_cache_archive(path: Path, cache_dir: Path = CACHE_DIR, entries=CACHE_E
 
 def times_markdown(runs_dir: Path) -> str:
     """Measured wall time per notebook and profile, or a sentence saying none were measured."""
-    from cookbook.results import times_table
 
     if not list(Path(runs_dir).glob("*/timings.json")):
         return ("No timed runs were found in `runs/` when this kit was written: run `make run` "

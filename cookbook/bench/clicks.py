@@ -23,6 +23,7 @@ from cookbook.clicks import (
     simulate_reference_loop,
     synthetic_env,
 )
+from cookbook.twotower import fit_two_tower
 
 
 def measure(profile_name: str, sessions: tuple[int, int] | None = None) -> list[dict]:
@@ -78,7 +79,6 @@ def measure(profile_name: str, sessions: tuple[int, int] | None = None) -> list[
     log = arrays_to_frame(env, simulate_arrays(env, policy, model, n_vec // 10, 10, seed=1))
     frame_rate = len(log) / (time.perf_counter() - t0)
 
-    from cookbook.twotower import fit_two_tower
 
     fit_two_tower(log.head(1000), relevance="linear", feature_cols=["feat_f0"], steps=2)  # warm-up (imports)
     t0 = time.perf_counter()

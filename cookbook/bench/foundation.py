@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+from cookbook import corpus, evaluate, models, retrieval
+
 
 def _best(fn, repeat: int) -> float:
     times = []
@@ -21,7 +23,6 @@ def measure(profile_name: str, encode_texts: int = 256, repeat: int = 2) -> list
     """Corpus build, BM25 index and query throughput, dense encode throughput, evaluation time."""
     import tempfile
 
-    from cookbook import corpus, evaluate, models, retrieval
 
     rows = []
     size = corpus.DEFAULT_MAX_DOCS[profile_name]

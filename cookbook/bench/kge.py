@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import time
 
-from cookbook.config import SEED
+from cookbook import scincl
+from cookbook.config import SEED, profile
+from cookbook.corpus import load_apidocs
+from cookbook.graph import split_edges
 from cookbook.kge import MODEL_NAMES, train_kge
 
 
@@ -20,10 +23,6 @@ def measure(profile_name: str) -> list[dict]:
     Taught in: notebooks/50_build_knowledge_graph.ipynb
     """
 
-    from cookbook import scincl
-    from cookbook.config import profile
-    from cookbook.corpus import load_apidocs
-    from cookbook.graph import split_edges
 
     prof = profile(profile_name)
     epochs = prof.pick(smoke=2, laptop=5, full=20)

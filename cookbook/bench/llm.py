@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cookbook.config import profile
 from cookbook.llm import (
     BaseLLM,
     LLMError,
@@ -16,6 +17,7 @@ from cookbook.llm import (
     SamplingParams,
     start_transformers_serve,
 )
+from cookbook.models import cached_lm_folder, load_causal_lm, resolve
 
 _BENCH_DOCS = [
     "Return the cumulative sum of the elements along a given axis.",
@@ -49,7 +51,6 @@ def measure(profile_name: str) -> list[dict]:
     """
     import tempfile
 
-    from cookbook.config import profile
 
     prof = profile(profile_name)
     n = prof.pick(smoke=8, laptop=24, full=64)
@@ -59,7 +60,6 @@ def measure(profile_name: str) -> list[dict]:
     params = SamplingParams(max_new_tokens=16, temperature=0.0, stop=())  # servers cut stops differently
     rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="cookbook-llm-bench-"))
-    from cookbook.models import load_causal_lm, resolve
 
     t0 = time.perf_counter()
     tok, model = load_causal_lm("generator")
@@ -102,7 +102,6 @@ def measure(profile_name: str) -> list[dict]:
     rows.append({"name": "llm.query_likelihood", "value": round(n / sc_s, 2), "unit": "pairs/s",
                  "note": f"log p(query | document), batch {batch}"})
     try:
-        from cookbook.models import cached_lm_folder
 
         with start_transformers_serve(cached_lm_folder("generator"), startup_timeout=120) as srv:
             http = OpenAIHTTPLLM(srv.base_url, srv.model, cache=tmp / "http.sqlite",

@@ -10,13 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from cookbook import corpus, evaluate, models, retrieval
+from cookbook.quantize import QuantizeError, int8_encoder
+
 
 def measure(profile_name: str, texts: int = 512, repeat: int = 2) -> list[dict]:
     """Rows for ``python -m cookbook bench --part speed``."""
     import numpy as np
 
-    from cookbook import corpus, evaluate, models, retrieval
-    from cookbook.quantize import QuantizeError, int8_encoder
 
     data = corpus.load_apidocs(profile=profile_name)
     model = models.load_embedder(max_seq_length=128)

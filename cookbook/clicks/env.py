@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cookbook.config import CACHE_DIR
+from cookbook.evaluate import relevance_thresholds
+from cookbook.retrieval import bm25_search, dense_search
+
 
 class ClickParameterError(ValueError):
     """A click-simulation parameter is out of range (a ``ValueError``).
@@ -257,7 +261,6 @@ def build_env(data, run: dict, split: str = "train", depth: int = 20, extra_runs
 
     Taught in: notebooks/70_simulate_click_logs.ipynb
     """
-    from cookbook.evaluate import relevance_thresholds
 
     depth = _check_positive_int(depth, "depth")
     if split not in data.qrels:
@@ -325,8 +328,6 @@ def _cached_dense_run(data, model, queries: dict, k: int) -> dict:
     import hashlib
     import json
 
-    from cookbook.config import CACHE_DIR
-    from cookbook.retrieval import dense_search
 
     try:
         name = str(model[0].auto_model.config._name_or_path)
@@ -361,7 +362,6 @@ def apidocs_envs(data, splits=("train", "test"), depth: int = 20, dense_model=No
 
     Taught in: notebooks/70_simulate_click_logs.ipynb
     """
-    from cookbook.retrieval import bm25_search
 
     queries = {q: t for s in splits for q, t in data.split_queries(s).items()}
     if not queries:
