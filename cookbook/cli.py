@@ -1,4 +1,4 @@
-"""Command line: ``python -m cookbook {build,bench,run-notebooks,results,recipe}``.
+"""Command line: ``python -m cookbook {build,bench,run-notebooks,results,check,clicklog,recipe,workshop}``.
 
 * ``build``          build (or load) the API-docs corpus for a profile and print its manifest
 * ``bench``          print the benchmark table (see :mod:`cookbook.bench`)
@@ -13,6 +13,10 @@
                      curve with its band, propensity weights (see :mod:`cookbook.clicklog`)
 * ``recipe NAME``    run a training recipe on a BEIR folder: ``--data DIR --out DIR [--set k=v]``
                      writes a loadable model and a report (see :mod:`cookbook.recipes`)
+* ``workshop``       participant notebooks, a data/cache archive and the instructor guide
+
+Each command imports its module inside its function, so ``python -m cookbook --help`` and the
+light commands start in a fraction of a second without loading the recipes' dependencies.
 """
 
 from __future__ import annotations
