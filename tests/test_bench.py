@@ -11,7 +11,7 @@ from cookbook.kge import MODEL_NAMES
 def test_kge_rows():
     rows = kge_bench.measure("smoke")
     names = {r["name"] for r in rows}
-    assert {f"kge.{m}.epoch" for m in MODEL_NAMES} <= names and "triplets.mine.torch" in names
+    assert {f"kge.{m}.epoch" for m in MODEL_NAMES} <= names and "scincl.mine.torch" in names
     assert all(set(r) == {"name", "value", "unit", "note"} and r["value"] > 0 for r in rows)
 
 

@@ -22,8 +22,6 @@ def measure(profile_name: str) -> list[dict]:
 
     Taught in: notebooks/50_build_knowledge_graph.ipynb
     """
-
-
     prof = profile(profile_name)
     epochs = prof.pick(smoke=2, laptop=5, full=20)
     data = load_apidocs(profile=prof.name)
