@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cookbook import llm as L
+from cookbook.llm import precision as P
 
 PROMPTS = [f"Document {i}: something about arrays number {i}.\nQuery:" for i in range(20)]
 
@@ -390,8 +391,6 @@ def test_single_long_prompt_uses_the_prefix_path(tiny_lm):
 # ---------------------------------------------------------------------------------------------
 # scoring speed: precision choice, tolerance, shared document KV cache (issue 27)
 # ---------------------------------------------------------------------------------------------
-
-from cookbook.llm import precision as P  # noqa: E402
 
 GRID_DOCS = ["Return the cumulative sum of the elements along a given axis of an array.",
              "Read a comma-separated values file into a two-dimensional table.",
