@@ -28,3 +28,16 @@ def test_click_rows_have_the_contract_keys():
 def test_unknown_part_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown bench part 'gpu'; known: foundation, speed, llm"):
         bench.run("smoke", ["gpu"])
+
+
+def test_scoring_bench_pieces(smoke_data):
+    from cookbook.bench import llm as llm_bench
+
+    rates = llm_bench.matmul_rates(m=64, k=32, n=48, repeat=1)
+    assert {"fp32", "bf16"} <= set(rates) and all(r > 0 for r in rates.values())
+    q, d, qids = llm_bench.scoring_workload(smoke_data, n_queries=3, n_docs=4)
+    assert len(q) == len(d) == len(qids) == 12
+    assert len(set(d)) == 4 and all(d.count(x) == 3 for x in set(d))  # every document shared 3 times
+    assert qids[:4] == [qids[0]] * 4  # query-major, as a labelling loop has them
+    names = [p.name for p in llm_bench.SCORING_PATHS]
+    assert names[:2] == ["fp32_one_at_a_time", "fp32_batched"] and "default" in names

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cookbook import llm as L
+from cookbook.llm import precision as P
 
 PROMPTS = [f"Document {i}: something about arrays number {i}.\nQuery:" for i in range(20)]
 
@@ -385,3 +386,119 @@ def test_single_long_prompt_uses_the_prefix_path(tiny_lm):
     out = one.generate([long_prompt, long_prompt + " x"], max_new_tokens=3, stop=())
     assert len(out) == 2 and all(isinstance(o[0], str) for o in out)
     assert one.score([long_prompt], [" abc"]) == pytest.approx(plain.score([long_prompt], [" abc"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring speed: precision choice, tolerance, shared document KV cache (issue 27)
+# ---------------------------------------------------------------------------------------------
+
+GRID_DOCS = ["Return the cumulative sum of the elements along a given axis of an array.",
+             "Read a comma-separated values file into a two-dimensional table.",
+             "Solve a linear system of equations given a square coefficient matrix, quickly."]
+GRID_QUERIES = ["cumulative sum", "load a csv file into a data frame", "solve linear equations", "x"]
+
+
+def _grid():
+    return ([q for q in GRID_QUERIES for _ in GRID_DOCS], [d for _ in GRID_QUERIES for d in GRID_DOCS])
+
+
+def test_cpu_flags_and_the_precision_choice(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert {"avx2", "avx512_bf16"} <= P.cpu_flags(info)
+    assert P.cpu_flags(tmp_path / "missing") == frozenset()
+    assert P.choose_precision(frozenset({"avx2", "avx512_bf16"}))[0] == "bf16"
+    assert P.choose_precision(frozenset({"avx512f", "amx_bf16"}))[0] == "bf16"
+    choice, reason = P.choose_precision(frozenset({"avx2", "avx512_vnni"}))  # no bf16: exact path
+    assert choice == "fp32" and "no native bf16" in reason
+    assert P.choose_precision(frozenset({"avx512_bf16"}), device="cuda")[0] == "fp32"
+    monkeypatch.setenv("COOKBOOK_LLM_PRECISION", "FP32")
+    assert P.requested_precision() == "fp32" and P.requested_precision("int8") == "int8"
+    monkeypatch.setenv("COOKBOOK_LLM_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="COOKBOOK_LLM_PRECISION"):
+        P.requested_precision()
+
+
+def test_tolerance_measures():
+    assert P.max_abs_diff([-1.0, -2.0], [-1.05, -1.9]) == pytest.approx(0.1)
+    a, groups = [-1.0, -2.0, -3.0, -1.0, -2.0], ["q1", "q1", "q1", "q2", "q2"]
+    assert P.mean_kendall_tau(a, a, groups) == pytest.approx(1.0)
+    assert P.mean_kendall_tau(a, [-3.0, -2.0, -1.0, -1.0, -2.0], groups) == pytest.approx(0.0)
+
+
+def test_auto_precision_follows_the_cpu_and_enters_the_cache_key(tiny_lm, monkeypatch):
+    tok, model = tiny_lm
+    monkeypatch.delenv("COOKBOOK_LLM_PRECISION", raising=False)
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    plain = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False)
+    assert plain.precision == "fp32" and "no native bf16" in plain.precision_note
+    assert plain._score_key() == {"v": 1}  # the key of every fp32 score cached before issue 27
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    fast = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False)
+    assert fast.precision == "bf16" and "probe" in fast.precision_note
+    assert fast._score_key() == {"v": 1, "precision": "bf16"}
+    assert next(model.parameters()).dtype.is_floating_point and model.dtype == plain.model.dtype
+    assert str(model.dtype) == "torch.float32"  # generation keeps the model as loaded
+    # a format whose scores leave the tolerance on the probe pairs falls back to fp32
+    monkeypatch.setattr(P, "MAX_ABS_DIFF", -1.0)
+    off = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False)
+    assert off.precision == "fp32" and "differ from fp32" in off.precision_note
+    asked = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False, precision="fp32")
+    assert asked.precision == "fp32" and asked._fast_model is None
+
+
+def test_precision_is_part_of_the_score_cache_key(tiny_lm, tmp_path):
+    tok, model = tiny_lm
+    db = tmp_path / "llm.sqlite"
+    q, d = _grid()
+    exact = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="fp32")
+    exact.query_likelihood(q, d)
+    bf16 = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="bf16")
+    with bf16.track() as u:  # never replays the fp32 answers as bf16 ones
+        bf16.query_likelihood(q, d)
+    assert u.cache_hits == 0 and u.items == len(q)
+    again = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="fp32")
+    with again.track() as u:
+        again.query_likelihood(q, d)
+    assert u.cache_hits == len(q) and u.items == 0
+
+
+def test_shared_document_cache_gives_the_plain_scores(tiny_lm):
+    tok, model = tiny_lm
+    q, d = _grid()
+    d[-1] = d[-1] + " A longer tail, so that contexts differ in length."
+    plain = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False, precision="fp32",
+                       share_prefix=False, sort_by_length=False, batch_size=5)
+    shared = L.LocalLLM(tok, model, model_name="tiny", cache=False, progress=False, precision="fp32",
+                        batch_size=5)
+    with shared.track() as u:
+        got = shared.score([L.QL_TEMPLATE.format(document=x) for x in d], [" " + x for x in q])
+    want = plain.score([L.QL_TEMPLATE.format(document=x) for x in d], [" " + x for x in q])
+    assert got == pytest.approx(want, abs=1e-4) and u.calls == 3  # 12 pairs in batches of 5
+    ids = shared._pair_ids([L.QL_TEMPLATE.format(document=x) for x in d], [" " + x for x in q])
+    direct = shared._score_ids_shared(ids, model)
+    assert [lp for lp, _ in direct] == pytest.approx(want, abs=1e-4)
+    assert [n for _, n in direct] == [len(x) for _, x in ids]
+
+
+@pytest.mark.slow
+def test_real_model_scores_stay_within_the_tolerance(binary_data):
+    """SmolLM2-135M on a labelling grid of the binary fixture (4 test queries x their 4 relevant
+    documents): the shared cache equals the plain fp32 path, and bf16 (what ``auto`` picks on a
+    CPU with native bf16; emulated and slow on others) stays within the stated tolerance."""
+    from cookbook.models import load_causal_lm
+
+    queries, qrels = binary_data.split_queries("test"), binary_data.qrels["test"]
+    qids = sorted(queries)[:4]
+    docs = [binary_data.doc_text(next(iter(qrels[q]))) for q in qids]
+    q, d, groups = ([queries[x] for x in qids for _ in docs], [y for _ in qids for y in docs],
+                    [x for x in qids for _ in docs])
+    tok, model = load_causal_lm("generator")
+    kw = dict(model_name="s", cache=False, progress=False)
+    exact = L.LocalLLM(tok, model, precision="fp32", share_prefix=False, sort_by_length=False, **kw)
+    ref = exact.query_likelihood(q, d)
+    shared = L.LocalLLM(tok, model, precision="fp32", **kw).query_likelihood(q, d)
+    assert P.max_abs_diff(ref, shared) < 1e-3
+    bf16 = L.LocalLLM(tok, model, precision="bf16", **kw).query_likelihood(q, d)
+    assert P.max_abs_diff(ref, bf16) <= P.MAX_ABS_DIFF
+    assert P.mean_kendall_tau(ref, bf16, groups) >= P.MIN_KENDALL_TAU

@@ -9,7 +9,8 @@ part           what it measures
 =============  ======================================================================
 foundation     corpus build and cache, BM25, dense encode throughput, evaluation
 speed          fp32 vs int8 encode (same texts, nDCG@10 of both), embedding cache load vs encode
-llm            batched vs one-at-a-time generation, the cache, HTTP with 1 vs N in flight
+llm            query-likelihood scoring paths vs the fp32/bf16/int8 matmul rates; batched vs
+               one-at-a-time generation, the cache, HTTP with 1 vs N in flight
 kge            seconds per epoch of each KGE model, triplet mining throughput
 clicks         click simulator vs the plain loop, two-tower training time
 =============  ======================================================================

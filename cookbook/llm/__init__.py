@@ -2,7 +2,8 @@
 
 * :class:`LocalLLM` runs a causal LM with transformers on this machine (default: SmolLM2-135M
   from the offline GGUF package): batched generation, greedy or sampled, and batched
-  query-likelihood scoring ``log p(query | document)``.
+  query-likelihood scoring ``log p(query | document)`` (length-sorted batches, one KV cache per
+  document shared by its queries, the number format chosen for the CPU).
 * :class:`OpenAIHTTPLLM` talks to any OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp
   server, ``transformers serve``, a provider) through ``/v1/completions`` or
   ``/v1/chat/completions``; configured by environment variables, with timeouts, retries with
@@ -25,6 +26,11 @@ Environment variables (HTTP backend)::
     COOKBOOK_LLM_RETRIES   retries per request   (default: 4)
     COOKBOOK_LLM_CONCURRENCY  parallel requests  (default: 4)
     COOKBOOK_LLM_CACHE     the SQLite cache file (default: data/cache/llm_cache.sqlite)
+
+Environment variable (local backend)::
+
+    COOKBOOK_LLM_PRECISION auto | fp32 | bf16 | int8   number format of scoring (default: auto,
+                           bf16 on a CPU with native bf16, else fp32; see cookbook.llm.precision)
 
 Taught in: notebooks/20_generate_queries_promptagator.ipynb,
 notebooks/21_adapt_to_known_corpus_customir.ipynb

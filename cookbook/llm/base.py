@@ -223,7 +223,7 @@ class BaseLLM:
         if todo:
             from tqdm.auto import tqdm
 
-            items = list(todo.items())
+            items = self._order(kind, list(todo.items()))
             bar = tqdm(total=len(items), desc=f"{desc} ({self.backend})", unit="prompt",
                        disable=not self.progress or len(items) <= batch_size, leave=False)
             try:
@@ -298,7 +298,8 @@ class BaseLLM:
             return [((lp, n), 0, 0) for lp, n in self._score_batch([b[0] for b in batch],
                                                                     [b[1] for b in batch])]
 
-        out = self._cached_map("score", pairs, {"v": 1}, compute, desc, self._score_batch_size())
+        out = self._cached_map("score", pairs, self._score_key(), compute, desc,
+                               self._score_batch_size())
         return [lp / max(n, 1) if normalize else lp for lp, n in out]
 
     def query_likelihood(self, queries: Sequence[str], documents: Sequence[str], *,
@@ -320,6 +321,15 @@ class BaseLLM:
         return self.score(contexts, [" " + q.strip() for q in queries], normalize=normalize, desc=desc)
 
     # ---- backend hooks --------------------------------------------------------------------
+    def _score_key(self) -> dict:
+        """The parameters of a score that are part of its cache key."""
+        return {"v": 1}
+
+    def _order(self, kind: str, items: list) -> list:
+        """The order in which the missing ``(key, prompt)`` items are computed (a backend may
+        sort them into cheaper batches); results are returned in the caller's order anyway."""
+        return items
+
     def _gen_batch_size(self) -> int:
         return self.batch_size
 
