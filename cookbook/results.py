@@ -32,7 +32,6 @@ from pathlib import Path
 import pandas as pd
 
 from cookbook import evaluate, plotting
-from cookbook.evaluate import RESULTS_DIR
 
 PROFILES = ("smoke", "laptop", "full")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -345,8 +344,12 @@ def notebook_title(path: Path) -> str:
 
 
 def times_table(runs_dir: Path, notebooks_dir: Path | None = None) -> str:
-    """The learning path: each notebook (linked), what you learn (its title) and its measured wall
-    time per profile, from ``runs/<profile>/timings.json``."""
+    """Notebook wall times per profile, from ``runs/<profile>/timings.json``. With
+    ``notebooks_dir``: the README's learning path, each notebook linked with what you learn (its
+    title), every notebook listed even before it has run.
+
+    Taught in: notebooks/10_explore_query_document_pairs.ipynb
+    """
     seen: dict[str, dict[str, str]] = {}
     profiles = []
     for path in sorted(Path(runs_dir).glob("*/timings.json")):
@@ -355,22 +358,28 @@ def times_table(runs_dir: Path, notebooks_dir: Path | None = None) -> str:
         for row in report["notebooks"]:
             cell = f"{row['seconds'] / 60:.1f} min" + ("" if row["ok"] else " (failed)")
             seen.setdefault(row["notebook"], {})[report["profile"]] = cell
-    if notebooks_dir is not None:
+    titled = notebooks_dir is not None
+    if titled:
         for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
             seen.setdefault(path.name, {})
-    lines = ["| notebook | what you learn | " + " | ".join(profiles) + " |", "|---|---|" + "---:|" * len(profiles)]
+    head = "| notebook | what you learn | " if titled else "| notebook | "
+    lines = [head + " | ".join(profiles) + " |", "|---|" + ("---|" if titled else "") + "---:|" * len(profiles)]
     for name in sorted(seen):
-        nb = Path(notebooks_dir) / name if notebooks_dir is not None else None
-        title = notebook_title(nb) if nb is not None and nb.exists() else ""
-        link = f"[{name[:2]}](notebooks/{name})" if nb is not None and nb.exists() else name
-        lines.append(f"| {link} | {title} | " + " | ".join(seen[name].get(p, "") for p in profiles) + " |")
+        cells = [seen[name].get(p, "") for p in profiles]
+        nb = Path(notebooks_dir) / name if titled else None
+        if nb is not None and nb.exists():
+            lines.append(f"| [{name[:2]}](notebooks/{name}) | {notebook_title(nb)} | " + " | ".join(cells) + " |")
+        elif titled:
+            lines.append(f"| {name} |  | " + " | ".join(cells) + " |")
+        else:
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def load_all(results_dir: Path | None = None) -> dict[str, dict[str, dict]]:
     """``{profile: {notebook: payload}}`` for every profile folder under ``data/results``."""
 
-    root = Path(results_dir) if results_dir else RESULTS_DIR
+    root = Path(results_dir) if results_dir else evaluate.RESULTS_DIR  # read at call time (tests point it elsewhere)
     out = {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir()):
         results = {}

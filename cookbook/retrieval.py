@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cookbook import config
 from cookbook.beir import RetrievalData
-from cookbook.config import CACHE_DIR
 
 Run = dict[str, dict[str, float]]
 
@@ -213,7 +213,7 @@ def cached_encode(model, texts: list[str], batch_size: int = 64, prompt: str | N
 
     key = hashlib.sha1(json.dumps([model_fingerprint(model), _texts_fingerprint(texts), prompt or "",
                                    "normalized", len(texts)]).encode()).hexdigest()[:20]
-    path = Path(cache_dir or CACHE_DIR / "embeddings") / f"{key}.npy"
+    path = Path(cache_dir or config.CACHE_DIR / "embeddings") / f"{key}.npy"
     if path.exists():
         try:
             emb = np.load(path)
