@@ -254,7 +254,8 @@ def evaluate_system(name: str, model, data, split: str = "test", *, index=None, 
         run = lce.rerank(reranker, run, data, depth=depth, queries=queries)
     _, table = evaluate.evaluate(run, qrels, ("nDCG@10", "R@10"))
     try:
-        fd = lce.fine_distinction_result(reranker, data, split, seed=seed) if reranker is not None else \
+        fd = lce.fine_distinction_result(reranker, data, split, seed=seed, first_stage=index) \
+            if reranker is not None else \
             evaluate.fine_distinction_accuracy(index, data, split, seed=seed)
         table["fine distinction"] = fd["per_query"].reindex(table.index)
     except evaluate.FineDistinctionError:  # binary labels: no adjacent grades to compare

@@ -87,11 +87,13 @@ class LCELoss(_Module):
     For a batch of ``B`` groups the cross-encoder scores all ``B * G`` (query, document) pairs
     in one forward pass; the raw logits (no sigmoid, no scale, no in-batch extras) go to
     :func:`lce`. ``group_size`` (optional) makes a batch of another size a clear error.
+    ``prior`` (a :class:`FirstStagePrior`) adds ``a * first-stage score`` to every logit: the
+    residual reranker ``s = a * cos + f`` of :func:`residual_reranker`.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
 
-    def __init__(self, model, group_size: int | None = None, temperature: float = 1.0):
+    def __init__(self, model, group_size: int | None = None, temperature: float = 1.0, prior=None):
         super().__init__()
         if getattr(model, "num_labels", 1) != 1:
             raise ValueError(f"LCELoss needs a cross-encoder with one output label, "
@@ -101,6 +103,7 @@ class LCELoss(_Module):
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be positive")
         self.model, self.group_size, self.temperature = model, group_size, temperature
+        self.prior = prior  # FirstStagePrior: residual scores s = a * first-stage score + f
 
     def scores(self, inputs, prompt: str | None = None, task: str | None = None):
         """The ``(B, G)`` logits of a batch: ``inputs[0]`` queries, ``inputs[1:]`` the group."""
@@ -116,8 +119,10 @@ class LCELoss(_Module):
         pairs = [(q, d) for column in columns for q, d in zip(queries, column)]
         features = batch_to_device(self.model.preprocess(pairs, prompt=prompt, task=task),
                                    self.model.device)
-        logits = self.model(features)["scores"].view(group, len(queries))
-        return logits.T
+        logits = self.model(features)["scores"].view(group, len(queries)).T
+        if self.prior is not None:
+            logits = logits + self.prior(queries, columns).to(logits.device, logits.dtype)
+        return logits
 
     def forward(self, inputs, labels=None, prompt: str | None = None, task: str | None = None):
         return lce(self.scores(inputs, prompt=prompt, task=task), self.temperature)
@@ -142,7 +147,8 @@ def first_stage_candidates(retriever, pairs: pd.DataFrame, data, *, depth: int =
 
     ``retriever`` is anything with ``search(queries, k)`` (``retrieval.DenseIndex``,
     ``retrieval.BM25Index``). One row per candidate: pair, query, doc_id (the positive),
-    neg_id, neg_rank (1 = the retriever's top document), first_score.
+    neg_id, neg_rank (1 = the retriever's top document), first_score, pos_rank (the positive's
+    own rank; ``depth + 2`` when it is not in the top ``depth + 1``).
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
@@ -155,9 +161,11 @@ def first_stage_candidates(retriever, pairs: pd.DataFrame, data, *, depth: int =
     for i, (query, pos) in enumerate(zip(pairs["query"], pairs["doc_id"])):
         ranked = sorted(run.get(f"p{i}", {}).items(), key=lambda kv: -kv[1])
         kept = [(d, s) for d, s in ranked if d != pos][:depth]
+        pos_rank = next((r for r, (d, _) in enumerate(ranked, start=1) if d == pos), depth + 2)
         rows += [{"pair": i, "query": query, "doc_id": pos, "neg_id": d, "neg_rank": r,
-                  "first_score": float(s)} for r, (d, s) in enumerate(kept, start=1)]
-    return pd.DataFrame(rows, columns=["pair", "query", "doc_id", "neg_id", "neg_rank", "first_score"])
+                  "first_score": float(s), "pos_rank": pos_rank} for r, (d, s) in enumerate(kept, start=1)]
+    return pd.DataFrame(rows, columns=["pair", "query", "doc_id", "neg_id", "neg_rank", "first_score",
+                                       "pos_rank"])
 
 
 def label_candidates(candidates: pd.DataFrame, llm, data, *, margin: float = 0.0,
@@ -311,6 +319,26 @@ def queries_by_group(data, split: str, groups, *, group_of: Callable[[str], str]
     return sorted(out)
 
 
+def labelled_pairs(data, split: str = "train") -> tuple[pd.DataFrame, dict[int, set]]:
+    """``(pairs, exclude)`` from a split's human labels: one (query, doc_id) pair per query, its
+    best-graded document as the positive, and ``exclude[pair]`` = the query's other relevant
+    documents (never used as its negatives). Pass both to :func:`localized_groups`.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    qrels = data.qrels.get(split) or {}
+    threshold = evaluate.relevance_thresholds(qrels)["recall"] if qrels else 1
+    rows, exclude = [], {}
+    for qid in sorted(qrels):
+        docs = {d: g for d, g in qrels[qid].items() if d in data.corpus}
+        if not docs or max(docs.values()) < 1 or qid not in data.queries:
+            continue
+        best = max(docs, key=lambda d: (docs[d], d))
+        exclude[len(rows)] = {d for d, g in docs.items() if g >= min(threshold, docs[best]) and d != best}
+        rows.append({"query": data.queries[qid], "doc_id": best, "qid": qid})
+    return pd.DataFrame(rows, columns=["query", "doc_id", "qid"]), exclude
+
+
 # ------------------------------------------------------------------------------------- training
 
 
@@ -347,12 +375,19 @@ def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
 
 
 def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rate: float = 2e-5,
-          warmup: float = 0.1, seed: int = SEED, output_dir: str | None = None) -> dict:
+          warmup: float = 0.1, seed: int = SEED, output_dir: str | None = None,
+          dev: Callable | None = None, dev_every: int | None = None) -> dict:
     """Train a cross-encoder in place with ``CrossEncoderTrainer``; return a small report.
 
     ``loss`` is a loss object (:class:`LCELoss`, ``losses.BinaryCrossEntropyLoss``,
     ``losses.MultipleNegativesRankingLoss``). ``batch_size`` counts dataset rows (groups for
-    LCE, pairs for BCE). Returns ``{"steps", "seconds", "seconds_per_step", "loss", "log"}``.
+    LCE, pairs for BCE). Returns ``{"steps", "seconds", "seconds_per_step", "loss" (mean over
+    the run), "final_loss" (mean over the last logged tenth), "log"}``.
+
+    ``dev(model) -> (score, run)`` is the checkpoint choice (:func:`dev_check`): it runs before
+    the first step and every ``dev_every`` steps; the model ends with the weights of the best
+    dev score (the earliest on a tie, so step 0 wins when nothing beats it), and the report
+    adds ``dev_curve`` (step, score), ``best_step``, ``best_score`` and ``best_run``.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
@@ -375,13 +410,192 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         trainer.remove_callback(PrinterCallback)
+        check = None
+        if dev is not None:
+            from transformers import TrainerCallback
+
+            check = type("DevCheck", (_DevCheck, TrainerCallback), {})(
+                model, dev, dev_every or max(1, max_steps // 3), max_steps)
+            trainer.add_callback(check)
         started = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - started
     steps = int(output.global_step)
-    return {"steps": steps, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 3),
-            "loss": round(float(output.training_loss), 4),
-            "log": [row for row in trainer.state.log_history if "loss" in row]}
+    log = [row for row in trainer.state.log_history if "loss" in row]
+    report = {"steps": steps, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 3),
+              "loss": round(float(output.training_loss), 4),
+              "final_loss": round(float(log[-1]["loss"]), 4) if log else None, "log": log}
+    if check is not None:
+        model.model.load_state_dict(check.best_state)
+        report.update(dev_curve=check.curve, best_step=check.best_step, best_score=check.best_score,
+                      best_run=check.best_run, dev_seconds=round(check.seconds, 1))
+    return report
+
+
+class _DevCheck:
+    """Trainer callback: score the model on the dev check at step 0 and every ``every`` steps,
+    keep a copy of the best weights (see :func:`train`)."""
+
+    def __init__(self, model, dev, every: int, max_steps: int):
+        self.model, self.dev, self.every, self.max_steps = model, dev, every, max_steps
+        self.curve, self.best_score, self.best_step, self.best_state, self.best_run = [], -np.inf, 0, None, None
+        self.seconds = 0.0
+
+    def _check(self, step: int) -> None:
+        started = time.perf_counter()
+        module = self.model.model
+        was_training = module.training
+        score, run = self.dev(self.model)
+        module.train(was_training)
+        self.curve.append({"step": step, "dev": float(score)})
+        if score > self.best_score:
+            self.best_score, self.best_step, self.best_run = float(score), step, run
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.seconds += time.perf_counter() - started
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._check(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == self.max_steps:
+            self._check(state.global_step)
+
+
+
+def dev_check(run: Mapping[str, Mapping[str, float]], qrels, data, *, depth: int = 20,
+              queries: Mapping[str, str] | None = None, metric: str = "nDCG@10") -> Callable:
+    """The dev check of :func:`train`: ``model -> (mean metric, reranked run)`` over the first
+    stage's ``run`` of the dev queries (never test queries), reranked at ``depth``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    def score(model):
+        reranked = rerank(model, run, data, depth=depth, queries=queries)
+        return evaluate.evaluate(reranked, qrels, (metric,))[0][metric], reranked
+    return score
+
+
+# --------------------------------------------------------------------------------- residual start
+
+
+#: the HF config key that stores the residual scale ``a`` with a saved reranker
+RESIDUAL_KEY = "cookbook_residual_scale"
+
+
+def residual_scale(run: Mapping[str, Mapping[str, float]], depth: int = 30) -> float:
+    """``a`` of the residual score ``s = a * first + f``: one over the median (over queries) of the
+    standard deviation of the first stage's top-``depth`` scores. The first stage's spread inside
+    a query then counts about one logit, the scale a fresh output layer learns in.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    spreads = [np.std(sorted(docs.values(), reverse=True)[:depth]) for docs in run.values() if len(docs) > 1]
+    spread = float(np.median(spreads)) if spreads else 0.0
+    return 1.0 / spread if spread > 1e-9 else 1.0
+
+
+def output_layer(model):
+    """The last ``Linear`` layer of a cross-encoder with one output (its scoring head)."""
+    from torch import nn
+
+    heads = [m for m in model.model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    if not heads:
+        raise ValueError("no one-output Linear layer found: is this a cross-encoder with num_labels=1?")
+    return heads[-1]
+
+
+def residual_reranker(embedder=None, *, scale: float, max_length: int = 128, seed: int = SEED):
+    """A reranker that starts *exactly* at its first stage: ``s = scale * first-stage score + f``,
+    where ``f`` is a cross-encoder (:func:`cross_encoder_from`) whose output layer starts at
+    zero. At step 0 ``f = 0`` and the reranked list is the first stage's; training moves ``f``
+    only where the groups ask for it. ``scale`` (:func:`residual_scale`) is stored in the saved
+    config, so :func:`rerank` adds the first stage's score after loading too.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    import torch
+
+    model = cross_encoder_from(embedder, max_length=max_length, seed=seed)
+    head = output_layer(model)
+    with torch.no_grad():
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+    setattr(model.model.config, RESIDUAL_KEY, float(scale))
+    return model
+
+
+def residual_of(model) -> float | None:
+    """The residual scale ``a`` a reranker was trained with, or None for a plain cross-encoder."""
+    value = getattr(getattr(getattr(model, "model", None), "config", None), RESIDUAL_KEY, None)
+    return float(value) if value is not None else None
+
+
+def keep_first_stage(model) -> None:
+    """Set ``f = 0``: the residual reranker returns exactly its first stage's order."""
+    import torch
+
+    head = output_layer(model)
+    with torch.no_grad():
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+
+
+class FirstStagePrior:
+    """``scale * cos(query, document)`` from a :class:`cookbook.retrieval.DenseIndex`: the first
+    stage's own score of every pair of an LCE batch (document vectors from the index, queries
+    encoded once and cached). Give it to :class:`LCELoss` as ``prior``.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+
+    def __init__(self, index, data, scale: float):
+        self.index, self.scale = index, float(scale)
+        self.doc_row = {data.doc_text(d): i for i, d in enumerate(index.ids)}
+        self._queries: dict[str, np.ndarray] = {}
+
+    def _query_vectors(self, queries) -> np.ndarray:
+        from cookbook import retrieval
+
+        new = [q for q in dict.fromkeys(queries) if q not in self._queries]
+        if new:
+            vectors = retrieval.encode(self.index.model, new, prompt=self.index.query_prompt)
+            self._queries.update(zip(new, vectors))
+        return np.stack([self._queries[q] for q in queries])
+
+    def _doc_vectors(self, texts) -> np.ndarray:
+        from cookbook import retrieval
+
+        rows = [self.doc_row.get(t) for t in texts]
+        out = np.zeros((len(texts), self.index.embeddings.shape[1]), dtype=np.float32)
+        known = [i for i, r in enumerate(rows) if r is not None]
+        out[known] = self.index.embeddings[[rows[i] for i in known]]
+        unknown = [i for i, r in enumerate(rows) if r is None]
+        if unknown:
+            out[unknown] = retrieval.encode(self.index.model, [texts[i] for i in unknown])
+        return out
+
+    def cosines(self, queries, columns) -> np.ndarray:
+        """``(len(queries), len(columns))`` cosines; ``columns[j][i]`` is query i's j-th document."""
+        q = self._query_vectors(list(queries))
+        return np.stack([(q * self._doc_vectors(list(col))).sum(1) for col in columns], axis=1)
+
+    def __call__(self, queries, columns):
+        import torch
+
+        return torch.from_numpy(self.scale * self.cosines(queries, columns))
+
+
+def prior_loss(groups: pd.DataFrame, data, prior: FirstStagePrior, temperature: float = 1.0) -> float:
+    """The LCE loss of the first stage's own scores (``prior``) on ``groups``: the level a
+    residual reranker starts from (step 0) and must go below.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    columns = [[data.doc_text(d) for d in groups["doc_id"]]]
+    columns += [[data.doc_text(n[j]) for n in groups["negatives"]] for j in range(len(groups["negatives"].iloc[0]))]
+    return float(lce(prior(list(groups["query"]), columns), temperature))
 
 
 # ------------------------------------------------------------------------------------ reranking
@@ -444,6 +658,8 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     result is a run that :func:`cookbook.evaluate.evaluate` reads (documents below ``depth``
     keep their first-stage order underneath), with ``.scores`` (raw logits), ``.pairs``,
     ``.seconds`` and ``.pairs_per_second``. ``queries`` defaults to ``data.queries``.
+    A residual reranker (:func:`residual_reranker`) scores ``a * run score + f``: give it the
+    run of the first stage it was trained over.
     A run naming a document or query that ``data`` does not hold is an
     :class:`UnknownDocumentError`.
 
@@ -467,32 +683,68 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
                                activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
     seconds = time.perf_counter() - started
     scores: dict[str, dict[str, float]] = {q: {} for q in run}
+    scale = residual_of(model)  # a residual reranker scores s = a * first-stage score + f
     for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(-1)):
-        scores[q][d] = float(s)
+        scores[q][d] = float(s) + (scale * float(run[q][d]) if scale is not None else 0.0)
     out = RerankedRun(at_depth(run, scores, depth))
     out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
     return out
 
 
-def fine_distinction(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64) -> float:
+def fine_distinction(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64,
+                     first_stage=None) -> float:
     """The fine-distinction accuracy of a cross-encoder: the adjacent-grade pairs of
     :func:`cookbook.evaluate.distinction_pairs` ordered by the model's scores (overall share).
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
-    return fine_distinction_result(model, data, split, seed=seed, batch_size=batch_size)["all"]
+    return fine_distinction_result(model, data, split, seed=seed, batch_size=batch_size,
+                                   first_stage=first_stage)["all"]
 
 
-def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64) -> dict:
-    """:func:`cookbook.evaluate.fine_distinction_accuracy` with a cross-encoder as the scorer."""
+def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64,
+                            first_stage=None) -> dict:
+    """:func:`cookbook.evaluate.fine_distinction_accuracy` with a cross-encoder as the scorer
+    (a residual reranker needs its ``first_stage`` DenseIndex for the ``a * cos`` part)."""
     pairs = evaluate.distinction_pairs(data, split, seed=seed)
     keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
     logits = model.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
                            convert_to_numpy=True, show_progress_bar=False)
+    values = np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]
+    scale = residual_of(model)
+    if scale is not None and keys:
+        if first_stage is None:
+            raise ValueError("a residual reranker orders pairs with a * cos + f: pass first_stage= "
+                             "(the DenseIndex it was trained over)")
+        prior = FirstStagePrior(first_stage, data, scale)
+        values = values + scale * prior.cosines([data.queries[q] for q, _ in keys],
+                                                [[data.doc_text(d) for _, d in keys]])[:, 0]
     scores: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]):
+    for (q, d), s in zip(keys, values):
         scores.setdefault(q, {})[d] = float(s)
     return evaluate.fine_distinction_accuracy(scores, data, split, seed=seed)
+
+
+def query_likelihood_rerank(llm, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 20,
+                            queries: Mapping[str, str] | None = None, max_doc_words: int = 32) -> RerankedRun:
+    """Zero-shot reranking by query likelihood, UPR-style (Sachan et al., EMNLP 2022): the
+    first stage's top ``depth`` ordered by the LLM's ``log p(query | document)`` per token.
+    No training; the cost is one LLM pass per pair.
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    queries = data.queries if queries is None else queries
+    keys = [(qid, d) for qid, docs in run.items() for d in _ranked(docs)[:depth]]
+    started = time.perf_counter()
+    values = llm.query_likelihood([queries[q] for q, _ in keys], [data.doc_text(d) for _, d in keys],
+                                  max_doc_words=max_doc_words, desc="UPR") if keys else []
+    seconds = time.perf_counter() - started
+    scores: dict[str, dict[str, float]] = {q: {} for q in run}
+    for (q, d), v in zip(keys, values):
+        scores[q][d] = float(v)
+    out = RerankedRun(at_depth(run, scores, depth))
+    out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
+    return out
 
 
 def _identity():

@@ -190,3 +190,58 @@ def test_solution_interpolation_spans_first_stage_and_reranker():
 
     assert order(sol.interpolate(first, ce, 0.0, depth=3)) == ["a", "b", "c", "d"]
     assert order(sol.interpolate(first, ce, 1.0, depth=3)) == order(R.at_depth(first, ce, 3)) == ["c", "b", "a", "d"]
+
+
+def test_residual_reranker_starts_exactly_at_its_first_stage(tiny_model, smoke_data):
+    from cookbook import retrieval
+
+    index = retrieval.DenseIndex(tiny_model, smoke_data, cache=False)
+    qids = sorted(smoke_data.qrels["test"])[:3]
+    queries = {q: smoke_data.queries[q] for q in qids}
+    run = index.search(queries, k=8)
+    scale = R.residual_scale(run, depth=8)
+    assert scale > 0
+    model = R.residual_reranker(tiny_model, scale=scale, max_length=48, seed=0)
+    assert R.residual_of(model) == pytest.approx(scale)
+    out = R.rerank(model, run, smoke_data, depth=8, queries=queries)
+    for q in qids:  # f = 0 at step 0: the reranked scores are a * first-stage scores
+        assert out.scores[q] == pytest.approx({d: scale * s for d, s in run[q].items()}, abs=1e-5)
+        assert sorted(out[q], key=lambda d: -out[q][d]) == sorted(run[q], key=lambda d: -run[q][d])
+    # the prior gives the same first-stage scores inside an LCE batch
+    prior = R.FirstStagePrior(index, smoke_data, scale)
+    docs = list(run[qids[0]])[:3]
+    got = prior([queries[qids[0]]], [[smoke_data.doc_text(d)] for d in docs])
+    assert got[0].tolist() == pytest.approx([scale * run[qids[0]][d] for d in docs], abs=1e-4)
+    pairs = pd.DataFrame({"query": [queries[q] for q in qids], "doc_id": [docs[0]] * 3})
+    groups = R.localized_groups(pd.DataFrame(), pairs, smoke_data, group_size=3, seed=0)
+    loss_fn = R.LCELoss(model, group_size=3, prior=prior)
+    ds = R.group_dataset(groups, smoke_data, seed=0)[:3]
+    with torch.no_grad():
+        assert loss_fn(list(ds.values())).item() == pytest.approx(R.prior_loss(groups, smoke_data, prior), rel=1e-4)
+
+
+def test_dev_check_keeps_the_best_checkpoint_and_step_zero_on_no_gain(tiny_model, smoke_data):
+    from cookbook import retrieval
+
+    index = retrieval.DenseIndex(tiny_model, smoke_data, cache=False)
+    dev_ids = sorted(smoke_data.qrels["dev"])[:4] if smoke_data.qrels.get("dev") else sorted(smoke_data.qrels["test"])[:4]
+    split = "dev" if smoke_data.qrels.get("dev") else "test"
+    queries = {q: smoke_data.queries[q] for q in dev_ids}
+    run = index.search(queries, k=5)
+    model = R.residual_reranker(tiny_model, scale=R.residual_scale(run), max_length=32, seed=0)
+    pairs = pd.DataFrame({"query": ["a b", "c d"], "doc_id": sorted(smoke_data.corpus)[:2]})
+    groups = R.localized_groups(pd.DataFrame(), pairs, smoke_data, group_size=3, seed=0)
+    calls = []
+
+    def dev(m):  # a dev check that only step 0 passes: the weights of step 0 come back
+        calls.append(1)
+        return (1.0 if len(calls) == 1 else 0.0), {}
+
+    rep = R.train(model, R.group_dataset(groups, smoke_data), R.LCELoss(model, group_size=3,
+                  prior=R.FirstStagePrior(index, smoke_data, 1.0)), max_steps=2, batch_size=2,
+                  learning_rate=1e-2, dev=dev, dev_every=1)
+    assert [c["step"] for c in rep["dev_curve"]] == [0, 1, 2] and rep["best_step"] == 0
+    assert float(R.output_layer(model).weight.detach().abs().sum()) == 0.0
+    real = R.dev_check(run, {q: smoke_data.qrels[split][q] for q in dev_ids}, smoke_data, depth=5, queries=queries)
+    score, reranked = real(model)
+    assert 0.0 <= score <= 1.0 and set(reranked) == set(dev_ids)
