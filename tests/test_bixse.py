@@ -221,3 +221,19 @@ def test_recipe_on_tiny_beir_graded_and_binary_without_train(tmp_path, tiny_mode
     assert SentenceTransformer(str(tmp_path / "binary" / "model")).encode(["egg"]).shape[1] == 32
     with pytest.raises(recipes.RecipeError, match="targets='grades'"):
         recipes.bixse.recipe(data, tmp_path / "x", embedder=tiny_model, targets="grades")
+
+
+def test_recipe_with_infonce_baseline_reports_both(tmp_path, tiny_model):
+    data = load_beir(TINY)
+    binary = RetrievalData(data.corpus, data.queries,
+                           {"test": {q: {d: int(g > 0) for d, g in docs.items()} for q, docs in data.qrels["test"].items()}})
+    report = recipes.bixse.recipe(binary, tmp_path / "b", embedder=tiny_model, llm=QLStub(), steps=1, n_docs=4,
+                                  baseline="infonce")
+    assert list(report)[0] == "verdict" and "; BiXSE vs InfoNCE on the same pairs: " in report["verdict"]
+    base = report["baseline"]
+    assert base["name"] == "infonce" and base["train_pairs"] == report["train_pairs"]
+    assert tuple(base["after"]) == tuple(report["after"])
+    assert {"diff", "ci_low", "ci_high", "t_p"} <= set(base["bixse minus infonce"])
+    assert {"scale", "bias"} <= set(report["start"])
+    with pytest.raises(recipes.RecipeError, match="baseline='mnrl'"):
+        recipes.bixse.recipe(data, tmp_path / "x", embedder=tiny_model, baseline="mnrl")
