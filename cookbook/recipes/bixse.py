@@ -72,8 +72,8 @@ def _versus(report, before, data, model, bixse_run, bixse_fine, n_pairs, seed):
             out["after"][common.FINE] = fine
         c = out["bixse minus infonce"] = evaluate.compare(run, bixse_run, qrels, "nDCG@10")
         word = evaluate.verdict(c)
-        report["verdict"] += (f"; BiXSE vs InfoNCE on the same pairs: {word} ({c['metric']} {c['diff']:+.4f}, "
-                              f"95% CI {c['ci_low']:+.4f} to {c['ci_high']:+.4f}, p={c['t_p']:.2g})")
+        report["verdict"] += (f"; BiXSE vs InfoNCE on the same pairs: {word} (BiXSE minus InfoNCE, {c['metric']} "
+                              f"{c['diff']:+.4f}, 95% CI {c['ci_low']:+.4f} to {c['ci_high']:+.4f}, p={c['t_p']:.2g})")
     report["baseline"] = out
     return report
 
