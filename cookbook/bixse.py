@@ -4,19 +4,23 @@ The loss follows our reading of Tsirigotis et al., "BiXSE: Improving Dense Retri
 Probabilistic Graded Relevance Distillation" (COLM 2025, arXiv 2508.06781), whose code is not
 public. For a batch of ``B`` labelled pairs ``(q_i, d_i, y_i)`` with ``y_i`` in ``[0, 1]``::
 
-    z_ij = t * cos(q_i, d_j) + b          t = exp(t') > 0 and b learnable (start t = 10, b = -10)
+    z_ij = t * cos(q_i, d_j) + b          t = exp(t') > 0 and b learnable
     y_ij = y_i if i == j else 0           the other queries' documents are negatives
     loss = mean_ij BCEWithLogits(z_ij, y_ij)
 
 Every pair contributes, whatever its grade: a grade-0 pair is a labelled negative, a grade-2
 pair a "probably relevant" target, so one judged document per query is enough (InfoNCE can only
-use the positives). The bias starts far below zero (SigLIP-style, Zhai et al. 2023) because
-each row holds one target against ``B - 1`` negatives.
+use the positives). Where t and b start decides whether the loss acts: SigLIP's t = 10, b = -10
+(Zhai et al. 2023) keep every probability below 0.5 at MiniLM's cosines, so
+:func:`starting_values` sets them from the base model's cosines on training batches
+(:func:`batch_cosines`): ``b = -t c*`` with ``c*`` between the labelled and the in-batch pairs.
+They learn at their own learning rate (:meth:`BiXSELoss.learning_rate_mapping`).
 
 sentence-transformers has no such bi-encoder loss (its ``BinaryCrossEntropyLoss`` scores
 cross-encoder pairs), so :class:`BiXSELoss` is one, with the same interface as its losses.
 Around it:
 
+* starting values: :func:`batch_cosines`, :func:`starting_values`, :func:`start_probabilities`;
 * targets: :class:`GradeTargets` (grade / top grade) and :func:`llm_targets` (the small LLM's
   query likelihood, calibrated to P(grade >= threshold) with a logistic fit, :func:`fit_logistic`);
 * data: :func:`draw_labelled_pairs` (one judged or retrieved document per query, so every grade
