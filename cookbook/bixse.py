@@ -4,19 +4,23 @@ The loss follows our reading of Tsirigotis et al., "BiXSE: Improving Dense Retri
 Probabilistic Graded Relevance Distillation" (COLM 2025, arXiv 2508.06781), whose code is not
 public. For a batch of ``B`` labelled pairs ``(q_i, d_i, y_i)`` with ``y_i`` in ``[0, 1]``::
 
-    z_ij = t * cos(q_i, d_j) + b          t = exp(t') > 0 and b learnable (start t = 10, b = -10)
+    z_ij = t * cos(q_i, d_j) + b          t = exp(t') > 0 and b learnable
     y_ij = y_i if i == j else 0           the other queries' documents are negatives
     loss = mean_ij BCEWithLogits(z_ij, y_ij)
 
 Every pair contributes, whatever its grade: a grade-0 pair is a labelled negative, a grade-2
 pair a "probably relevant" target, so one judged document per query is enough (InfoNCE can only
-use the positives). The bias starts far below zero (SigLIP-style, Zhai et al. 2023) because
-each row holds one target against ``B - 1`` negatives.
+use the positives). Where t and b start decides whether the loss acts: SigLIP's t = 10, b = -10
+(Zhai et al. 2023) keep every probability below 0.5 at MiniLM's cosines, so
+:func:`starting_values` sets them from the base model's cosines on training batches
+(:func:`batch_cosines`): ``b = -t c*`` with ``c*`` between the labelled and the in-batch pairs.
+They learn at their own learning rate (:meth:`BiXSELoss.learning_rate_mapping`).
 
 sentence-transformers has no such bi-encoder loss (its ``BinaryCrossEntropyLoss`` scores
 cross-encoder pairs), so :class:`BiXSELoss` is one, with the same interface as its losses.
 Around it:
 
+* starting values: :func:`batch_cosines`, :func:`starting_values`, :func:`start_probabilities`;
 * targets: :class:`GradeTargets` (grade / top grade) and :func:`llm_targets` (the small LLM's
   query likelihood, calibrated to P(grade >= threshold) with a logistic fit, :func:`fit_logistic`);
 * data: :func:`draw_labelled_pairs` (one judged or retrieved document per query, so every grade
@@ -173,44 +177,42 @@ class BiXSELoss(_Module):
     columns, has target 0). ``targets`` maps the raw labels first (for example
     ``GradeTargets(3)`` for grades 0-3); after it every label must lie in ``[0, 1]``.
 
-    ``scale`` and ``bias`` start at 10 and -10 and are learned unless ``learn_scale`` /
-    ``learn_bias`` is False; the scale is stored as a log so it stays positive. The trainer's
-    optimizer updates them with the model (it collects the loss's parameters). Adam moves a
-    parameter by about the learning rate per step, which at an encoder's 2e-5 would leave them
-    where they started; ``param_lr_factor`` stores them divided by that factor, so they move
-    about ``param_lr_factor`` times faster (1 turns this off). During training each forward
-    appends ``(scale, bias)`` to ``history``.
+    The logits are ``exp(log_scale) * cos + bias``: two plain parameters, learned unless
+    ``learn_scale`` / ``learn_bias`` is False (the scale is stored as a log so it stays
+    positive). Start them from the data with :func:`starting_values` (the defaults 10 and -10
+    are SigLIP's, which switch BiXSE off on a MiniLM: no probability above 0.5). The trainer's
+    optimizer updates them with the model; give them their own learning rate with
+    ``fit(..., learning_rate_mapping=loss.learning_rate_mapping(1e-2))`` (sentence-transformers'
+    per-parameter learning rates; at an encoder's 2e-5 they would stay where they started).
+    During training each forward appends ``(scale, bias)`` to ``history``.
 
     Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
     """
 
     def __init__(self, model, scale: float = 10.0, bias: float = -10.0, *, learn_scale: bool = True,
-                 learn_bias: bool = True, targets=None, param_lr_factor: float = 1000.0):
+                 learn_bias: bool = True, targets=None):
         import torch
 
         super().__init__()
-        if scale <= 0:
+        if not scale > 0:
             raise BiXSEInputError(f"scale={scale!r} must be positive")
-        if param_lr_factor <= 0:
-            raise BiXSEInputError(f"param_lr_factor={param_lr_factor!r} must be positive")
         self.model = model
         self.targets = targets
-        self.param_lr_factor = float(param_lr_factor)
-        log_scale = torch.tensor(math.log(scale) / self.param_lr_factor)
-        raw_bias = torch.tensor(float(bias) / self.param_lr_factor)
-        self.log_scale = torch.nn.Parameter(log_scale, requires_grad=learn_scale)
-        self.raw_bias = torch.nn.Parameter(raw_bias, requires_grad=learn_bias)
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(scale)), requires_grad=learn_scale)
+        self.bias = torch.nn.Parameter(torch.tensor(float(bias)), requires_grad=learn_bias)
         self.history: list[tuple[float, float]] = []
 
     @property
     def scale(self):
-        """The current scale ``t`` (a tensor that carries the gradient)."""
-        return (self.log_scale * self.param_lr_factor).exp()
+        """The current scale ``t = exp(log_scale)`` (a tensor that carries the gradient)."""
+        return self.log_scale.exp()
 
-    @property
-    def bias(self):
-        """The current bias ``b`` (a tensor that carries the gradient)."""
-        return self.raw_bias * self.param_lr_factor
+    def learning_rate_mapping(self, learning_rate: float = 1e-2) -> dict[str, float]:
+        """``{parameter name pattern: learning rate}`` for the learnable scale and bias, the
+        ``learning_rate_mapping`` of sentence-transformers' training arguments (anchored
+        patterns: the encoder's own ``...bias`` parameters keep the encoder's rate)."""
+        names = [n for n, p in (("log_scale", self.log_scale), ("bias", self.bias)) if p.requires_grad]
+        return {f"^{n}$": float(learning_rate) for n in names}
 
     def logits(self, queries, documents):
         """``t * cos(q_i, d_j) + b`` for every query row and document row."""
@@ -253,13 +255,96 @@ class BiXSELoss(_Module):
 
     def get_config_dict(self) -> dict:
         return {"scale": round(float(self.scale.detach()), 4), "bias": round(float(self.bias.detach()), 4),
-                "learn_scale": self.log_scale.requires_grad, "learn_bias": self.raw_bias.requires_grad,
-                "targets": repr(self.targets), "param_lr_factor": self.param_lr_factor}
+                "learn_scale": self.log_scale.requires_grad, "learn_bias": self.bias.requires_grad,
+                "targets": repr(self.targets)}
 
     @property
     def citation(self) -> str:
         return ("Tsirigotis et al., BiXSE: Improving Dense Retrieval via Probabilistic Graded "
                 "Relevance Distillation, COLM 2025, arXiv:2508.06781")
+
+
+# ---------------------------------------------------------------------------- starting values
+
+
+def batch_cosines(model, pairs: pd.DataFrame, data, *, batch_size: int = 16, n_batches: int = 4,
+                  seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The base model's cosines on training batches, as the loss sees them.
+
+    Draws ``n_batches`` batches of ``batch_size`` rows of ``pairs`` (seeded, without
+    replacement) and returns ``(labelled, in_batch, target)``: the cosine of each labelled
+    (query, document) pair, of every other (query, document) pair in its batch, and the
+    labelled pairs' targets (the ``target`` column, else ``grade / top grade``).
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    from cookbook.retrieval import encode
+
+    _check_pairs(pairs, data)
+    if len(pairs) < 2:
+        raise BiXSEInputError(f"batch_cosines needs at least 2 pairs, got {len(pairs)}")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    size = min(batch_size, len(pairs))
+    labelled, in_batch, target = [], [], []
+    for k in range(max(1, min(n_batches, len(pairs) // size))):
+        rows = pairs.iloc[order[k * size:(k + 1) * size]]
+        q = encode(model, list(rows["query"]))
+        d = encode(model, [data.doc_text(x) for x in rows["doc_id"]])
+        cos = q @ d.T
+        labelled.append(np.diag(cos))
+        in_batch.append(cos[~np.eye(len(cos), dtype=bool)])
+        if "target" in rows.columns:
+            target.append(rows["target"].to_numpy(dtype=float))
+        else:
+            target.append(rows["grade"].to_numpy(dtype=float) / max(1.0, float(pairs["grade"].max())))
+    return np.concatenate(labelled), np.concatenate(in_batch), np.concatenate(target)
+
+
+def starting_values(labelled, in_batch, target, *, p_positive: float = 0.9, split: float = 0.5) -> dict:
+    """Scale ``t`` and bias ``b`` from measured cosines, so that the loss starts switched on.
+
+    ``c_pos``: the target-weighted mean cosine of the labelled pairs (what a positive looks like
+    to the base model); ``c_neg``: the mean in-batch cosine. The decision point ``c*`` lies
+    ``split`` of the way from ``c_neg`` to ``c_pos`` (0.5: halfway) and ``b = -t * c*``, so a
+    pair at ``c*`` starts at probability 0.5. ``t`` puts a typical positive at ``p_positive``:
+    ``t (c_pos - c*) = logit(p_positive)``; a typical in-batch pair then starts near
+    ``1 - p_positive`` (when ``split`` = 0.5), and both ends of ``[0, 1]`` are reachable: cosines
+    run from -1 to 1, so logits from ``-t (1 + c*)`` to ``t (1 - c*)`` (``p_min``, ``p_max``). Returns ``{"scale", "bias", "c_star", "c_pos", "c_neg", "p_max", "p_min"}``.
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    labelled, in_batch, target = (np.asarray(x, dtype=float) for x in (labelled, in_batch, target))
+    if not 0.5 < p_positive < 1 or not 0 < split < 1:
+        raise BiXSEInputError(f"p_positive={p_positive!r} must be in (0.5, 1) and split={split!r} in (0, 1)")
+    if target.sum() <= 0:
+        raise BiXSEInputError("starting_values: no labelled pair has a target above 0")
+    c_pos = float((target * labelled).sum() / target.sum())
+    c_neg = float(in_batch.mean())
+    if c_pos <= c_neg:
+        raise BiXSEInputError(f"labelled pairs (cosine {c_pos:.3f}) are not closer than in-batch pairs "
+                              f"({c_neg:.3f}): the base model cannot place a decision point between them")
+    c_star = c_neg + split * (c_pos - c_neg)
+    scale = math.log(p_positive / (1 - p_positive)) / (c_pos - c_star)
+    bias = -scale * c_star
+    return {"scale": scale, "bias": bias, "c_star": c_star, "c_pos": c_pos, "c_neg": c_neg,
+            "p_max": 1 / (1 + math.exp(-(scale + bias))), "p_min": 1 / (1 + math.exp(scale - bias))}
+
+
+def start_probabilities(labelled, in_batch, target, scale: float, bias: float) -> dict:
+    """Mean probability ``sigmoid(t cos + b)`` of the labelled pairs per target value and of the
+    in-batch pairs (``|p - y|`` is the size of each one's BCE gradient on the logit).
+
+    Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
+    """
+    def prob(c):
+        return 1 / (1 + np.exp(-(scale * np.asarray(c, dtype=float) + bias)))
+
+    out = {}
+    for y in sorted(set(np.round(np.asarray(target, dtype=float), 4))):
+        mask = np.isclose(target, y, atol=1e-4)
+        out[f"labelled, target {y:.2f}"] = float(prob(np.asarray(labelled)[mask]).mean())
+    out["in-batch (target 0)"] = float(prob(in_batch).mean())
+    return out
 
 
 # --------------------------------------------------------------------------------------- data

@@ -21,7 +21,8 @@ from cookbook.config import SEED, show_progress
 def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         batch_size: int = 16, learning_rate: float = 2e-5, warmup: float = 0.0,
         no_duplicates: bool = False, seed: int = SEED, output_dir: str | None = None,
-        progress: bool | None = None, logging_steps: int | None = None, prompts: dict | str | None = None) -> dict:
+        progress: bool | None = None, logging_steps: int | None = None, prompts: dict | str | None = None,
+        learning_rate_mapping: dict[str, float] | None = None) -> dict:
     """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
 
     Several datasets train together when ``train_dataset`` and ``loss`` are dicts with the same
@@ -32,7 +33,9 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     up a number of steps (the transformers convention). ``no_duplicates=True`` keeps a text out
     of a batch twice, which in-batch-negative losses need (MNRL, BiXSE). ``prompts`` are
     prepended per column for e5/bge-style models (``{"anchor": "query: ", "positive":
-    "passage: "}``), as sentence-transformers' trainer does. Returns ``{"steps",
+    "passage: "}``), as sentence-transformers' trainer does. ``learning_rate_mapping``
+    (``{parameter name regex: learning rate}``, matched against the loss's parameter names) gives
+    some parameters their own learning rate, e.g. a loss's learnable scale and bias. Returns ``{"steps",
     "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows).
     ``progress=None`` shows the trainer's tqdm bar when ``COOKBOOK_PROGRESS=1`` (the recipe
     command sets it); notebooks stay quiet.
@@ -65,7 +68,7 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
             batch_sampler=BatchSamplers.NO_DUPLICATES if no_duplicates else BatchSamplers.BATCH_SAMPLER,
             logging_steps=logging_steps or (max(1, max_steps // 10) if max_steps > 0 else 10),
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
-            prompts=prompts,
+            prompts=prompts, learning_rate_mapping=learning_rate_mapping or None,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
         if not progress:  # without tqdm the trainer prints every log dict; keep notebooks quiet

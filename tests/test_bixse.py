@@ -59,7 +59,7 @@ def test_scale_and_bias_get_gradients_unless_fixed():
     loss = X.BiXSELoss(None)
     loss.compute_loss_from_embeddings([q, d], torch.tensor([1.0, 0.0, 0.5, 1.0])).backward()
     assert loss.log_scale.grad is not None and loss.log_scale.grad.abs() > 0
-    assert loss.raw_bias.grad is not None and loss.raw_bias.grad.abs() > 0
+    assert loss.bias.grad is not None and loss.bias.grad.abs() > 0
     assert q.grad is not None
     assert float(loss.scale) == pytest.approx(10.0) and float(loss.bias) == pytest.approx(-10.0)
     fixed = X.BiXSELoss(None, learn_scale=False, learn_bias=False)
@@ -97,13 +97,34 @@ def test_trainer_updates_scale_and_bias_and_rejects_missing_labels(tiny_model):
     texts = [f"document number {i} about topic {i % 3}" for i in range(8)]
     ds = Dataset.from_dict({"anchor": [f"topic {i % 3} query {i}" for i in range(8)], "positive": texts,
                             "label": [1.0, 0.0, 2 / 3, 1 / 3] * 2})
-    loss = X.BiXSELoss(tiny_model)
-    report = fit(tiny_model, ds, loss, max_steps=3, batch_size=4, learning_rate=1e-3, no_duplicates=True)
+    loss = X.BiXSELoss(tiny_model, scale=8.0, bias=-2.0)
+    mapping = loss.learning_rate_mapping(0.05)
+    assert mapping == {"^log_scale$": 0.05, "^bias$": 0.05}
+    report = fit(tiny_model, ds, loss, max_steps=3, batch_size=4, learning_rate=1e-5, no_duplicates=True,
+                 learning_rate_mapping=mapping)
     assert report["steps"] == 3 and len(loss.history) == 3
-    assert float(loss.bias) != pytest.approx(-10.0, abs=1e-6)
-    assert float(loss.scale) != pytest.approx(10.0, abs=1e-6)
+    # their own learning rate moves them by about 0.05 a step (Adam), far more than the encoder's 1e-5
+    assert abs(float(loss.bias.detach()) + 2.0) > 0.02
+    assert abs(float(loss.scale.detach()) - 8.0) > 0.1
     with pytest.raises(X.BiXSEInputError, match="label"):
         fit(tiny_model, ds.remove_columns("label"), X.BiXSELoss(tiny_model), max_steps=1, batch_size=4)
+
+
+def test_starting_values_put_positives_high_and_in_batch_pairs_low():
+    labelled = np.array([0.6, 0.5, 0.2, 0.55])
+    in_batch = np.array([0.1, 0.15, 0.05, 0.1, 0.2, 0.1])
+    target = np.array([1.0, 2 / 3, 0.0, 1 / 3])
+    sv = X.starting_values(labelled, in_batch, target, p_positive=0.9)
+    assert sv["c_neg"] < sv["c_star"] < sv["c_pos"]
+    assert sv["bias"] == pytest.approx(-sv["scale"] * sv["c_star"])
+    assert sv["p_max"] > 0.99 and sv["p_min"] < 0.01  # both ends of [0, 1] reachable
+    probs = X.start_probabilities([sv["c_pos"]], [sv["c_neg"]], [1.0], sv["scale"], sv["bias"])
+    assert probs["labelled, target 1.00"] == pytest.approx(0.9)
+    assert probs["in-batch (target 0)"] == pytest.approx(0.1)
+    # SigLIP's start: nothing above 0.5
+    assert max(X.start_probabilities(labelled, in_batch, target, 10.0, -10.0).values()) < 0.5
+    with pytest.raises(X.BiXSEInputError, match="not closer"):
+        X.starting_values(in_batch[:4], labelled, target)
 
 
 def test_fit_logistic_recovers_a_known_curve():
@@ -200,3 +221,19 @@ def test_recipe_on_tiny_beir_graded_and_binary_without_train(tmp_path, tiny_mode
     assert SentenceTransformer(str(tmp_path / "binary" / "model")).encode(["egg"]).shape[1] == 32
     with pytest.raises(recipes.RecipeError, match="targets='grades'"):
         recipes.bixse.recipe(data, tmp_path / "x", embedder=tiny_model, targets="grades")
+
+
+def test_recipe_with_infonce_baseline_reports_both(tmp_path, tiny_model):
+    data = load_beir(TINY)
+    binary = RetrievalData(data.corpus, data.queries,
+                           {"test": {q: {d: int(g > 0) for d, g in docs.items()} for q, docs in data.qrels["test"].items()}})
+    report = recipes.bixse.recipe(binary, tmp_path / "b", embedder=tiny_model, llm=QLStub(), steps=1, n_docs=4,
+                                  baseline="infonce")
+    assert list(report)[0] == "verdict" and "; BiXSE vs InfoNCE on the same pairs: " in report["verdict"]
+    base = report["baseline"]
+    assert base["name"] == "infonce" and base["train_pairs"] == report["train_pairs"]
+    assert tuple(base["after"]) == tuple(report["after"])
+    assert {"diff", "ci_low", "ci_high", "t_p"} <= set(base["bixse minus infonce"])
+    assert {"scale", "bias"} <= set(report["start"])
+    with pytest.raises(recipes.RecipeError, match="baseline='mnrl'"):
+        recipes.bixse.recipe(data, tmp_path / "x", embedder=tiny_model, baseline="mnrl")

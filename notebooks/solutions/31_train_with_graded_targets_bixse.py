@@ -1,52 +1,93 @@
-"""Solutions to the exercises of notebooks/31_train_with_graded_targets_bixse.ipynb.
+"""Solutions to the exercises of notebooks/31_train_with_graded_targets_bixse.ipynb, and the dev-split
+choice of the notebook's starting values (:func:`dev_choice`).
 
-Run: ``python notebooks/solutions/31_train_with_graded_targets_bixse.py`` (uses COOKBOOK_PROFILE).
+Run: ``python notebooks/solutions/31_train_with_graded_targets_bixse.py`` (uses COOKBOOK_PROFILE);
+``... --dev-choice`` runs only the dev-split comparison of starting values.
 Each function takes the notebook's ``data`` and ``pairs`` (with ``target_struct``) and trains
-MiniLM for ``steps`` steps, like the notebook's arms.
+MiniLM for ``steps`` steps, like the notebook's arms (warmup 10%, scale and bias at their own
+learning rate).
 """
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from cookbook import bixse, evaluate, models, retrieval
 from cookbook.config import SEED
 from cookbook.finetune import fit
 
+PARAM_LR = 1e-2
+
 
 def _train(data, dataset, make_loss, *, steps: int, batch_size: int = 16, max_seq_length: int = 64,
-           learning_rate: float = 5e-5, seed: int = SEED) -> dict:
-    """Fine-tune MiniLM with ``make_loss(model)``; test nDCG@10, fine distinctions and the loss log."""
+           learning_rate: float = 5e-5, seed: int = SEED, split: str = "test") -> dict:
+    """Fine-tune MiniLM with ``make_loss(model)``; nDCG@10 on ``split``, fine distinctions, the loss log."""
     model = models.load_embedder(max_seq_length=max_seq_length)
     loss = make_loss(model)
+    mapping = loss.learning_rate_mapping(PARAM_LR) if isinstance(loss, bixse.BiXSELoss) else None
     report = fit(model, dataset, loss, max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                 no_duplicates=True, seed=seed, logging_steps=1)
+                 warmup=0.1, no_duplicates=True, seed=seed, logging_steps=1, learning_rate_mapping=mapping)
     index = retrieval.DenseIndex(model, data)
-    run = index.search(data.split_queries("test"))
-    scores = evaluate.evaluate(run, data.qrels["test"], ("nDCG@10", "R@10"))[0]
-    fine = evaluate.fine_distinction_accuracy(index, data, kinds=("2>1", "1>0"), seed=seed)
-    return {**scores, "2>1": fine["2>1"], "1>0": fine["1>0"],
-            "first loss": report["log"][0]["loss"] if report["log"] else None, "final loss": report["loss"],
-            "scale": float(loss.scale.detach()), "bias": float(loss.bias.detach())}
+    run = index.search(data.split_queries(split))
+    scores = evaluate.evaluate(run, data.qrels[split], ("nDCG@10", "R@10"))[0]
+    fine = evaluate.fine_distinction_accuracy(index, data, split, kinds=("2>1", "1>0"), seed=seed)
+    out = {**scores, "2>1": fine["2>1"], "1>0": fine["1>0"],
+           "first loss": report["log"][0]["loss"] if report["log"] else None, "final loss": report["loss"]}
+    if isinstance(loss, bixse.BiXSELoss):
+        out.update(scale=float(loss.scale.detach()), bias=float(loss.bias.detach()))
+    return out
+
+
+def _start(data, pairs, p_positive: float = 0.9, batch_size: int = 16) -> dict:
+    """The notebook's measured start (step 4) for these pairs."""
+    base = models.load_embedder(max_seq_length=64)
+    table = pairs.assign(target=pairs["target_struct"])
+    return bixse.starting_values(*bixse.batch_cosines(base, table, data, batch_size=batch_size),
+                                 p_positive=p_positive)
+
+
+def _measured(data, pairs, **kw):
+    start = _start(data, pairs)
+    return lambda m: bixse.BiXSELoss(m, start["scale"], start["bias"], **kw)
 
 
 def exercise_1_fixed_scale_and_bias(data, pairs, steps: int = 12, **kw) -> pd.DataFrame:
-    """Learned (t, b) against fixed t = 10, b = -10: same data, steps and seed."""
+    """Learned (t, b) against (t, b) fixed at the measured start: same data, steps and seed."""
     ds = bixse.pairs_dataset(pairs, data, "target_struct")
     return pd.DataFrame({
-        "learned": _train(data, ds, bixse.BiXSELoss, steps=steps, **kw),
-        "fixed": _train(data, ds, lambda m: bixse.BiXSELoss(m, learn_scale=False, learn_bias=False),
-                        steps=steps, **kw),
+        "learned": _train(data, ds, _measured(data, pairs), steps=steps, **kw),
+        "fixed": _train(data, ds, _measured(data, pairs, learn_scale=False, learn_bias=False), steps=steps, **kw),
     }).T
 
 
-def exercise_2_bias_at_zero(data, pairs, steps: int = 12, **kw) -> pd.DataFrame:
-    """Start the bias at 0: the first loss is much higher (every in-batch negative looks relevant)."""
+def exercise_2_siglip_start(data, pairs, steps: int = 12, **kw) -> pd.DataFrame:
+    """SigLIP's start (t = 10, b = -10) against the measured one: the SigLIP run's first loss is low
+    (every probability near 0) and its learned t and b stay near the start."""
     ds = bixse.pairs_dataset(pairs, data, "target_struct")
     return pd.DataFrame({
-        "b0 = -10": _train(data, ds, bixse.BiXSELoss, steps=steps, **kw),
-        "b0 = 0": _train(data, ds, lambda m: bixse.BiXSELoss(m, bias=0.0), steps=steps, **kw),
+        "measured start": _train(data, ds, _measured(data, pairs), steps=steps, **kw),
+        "t0 = 10, b0 = -10": _train(data, ds, lambda m: bixse.BiXSELoss(m, 10.0, -10.0), steps=steps, **kw),
     }).T
+
+
+def dev_choice(data, pairs, steps: int = 80, seed: int = SEED, **kw) -> pd.DataFrame:
+    """The notebook's choice of ``P_POSITIVE``, on the **dev** split: InfoNCE, and BiXSE (grade/3)
+    started at p_positive 0.75 and 0.9 and at SigLIP's values, one seed, ``steps`` steps each.
+    Every setting tried is a row."""
+    ds = bixse.pairs_dataset(pairs, data, "target_struct")
+    rows = {"InfoNCE": _train(data, bixse.pairs_dataset(pairs[pairs["grade"] >= 2], data),
+                              MultipleNegativesRankingLoss, steps=steps, seed=seed, split="dev", **kw)}
+    for p in (0.75, 0.9):
+        start = _start(data, pairs, p_positive=p)
+        rows[f"BiXSE, p_positive {p}"] = _train(
+            data, ds, lambda m, s=start: bixse.BiXSELoss(m, s["scale"], s["bias"]), steps=steps, seed=seed,
+            split="dev", **kw)
+    rows["BiXSE, t0 = 10, b0 = -10"] = _train(data, ds, lambda m: bixse.BiXSELoss(m, 10.0, -10.0), steps=steps,
+                                              seed=seed, split="dev", **kw)
+    return pd.DataFrame(rows).T
 
 
 def exercise_3_uniform_draw(data, candidates, train_qids, n_candidates: int = 20, seed: int = SEED) -> pd.DataFrame:
@@ -66,9 +107,9 @@ def exercise_4_hard_targets(data, pairs, steps: int = 12, **kw) -> pd.DataFrame:
     """Soft targets (grade / 3) against hard ones (grade >= 2 -> 1, else 0)."""
     hard = pairs.assign(target_hard=(pairs["grade"] >= 2).astype(float))
     return pd.DataFrame({
-        "soft (grade / 3)": _train(data, bixse.pairs_dataset(hard, data, "target_struct"), bixse.BiXSELoss,
+        "soft (grade / 3)": _train(data, bixse.pairs_dataset(hard, data, "target_struct"), _measured(data, pairs),
                                    steps=steps, **kw),
-        "hard (grade >= 2)": _train(data, bixse.pairs_dataset(hard, data, "target_hard"), bixse.BiXSELoss,
+        "hard (grade >= 2)": _train(data, bixse.pairs_dataset(hard, data, "target_hard"), _measured(data, pairs),
                                     steps=steps, **kw),
     }).T
 
@@ -88,9 +129,9 @@ def exercise_5_with_hard_negative(data, pairs, candidates, steps: int = 12, seed
                                "negative": [data.doc_text(d) for d in keep["neg"]],
                                "label": keep["target_struct"].astype(float).tolist()})
     return pd.DataFrame({
-        "pairs": _train(data, bixse.pairs_dataset(keep, data, "target_struct"), bixse.BiXSELoss,
+        "pairs": _train(data, bixse.pairs_dataset(keep, data, "target_struct"), _measured(data, pairs),
                         steps=steps, seed=seed, **kw),
-        "pairs + hard negative": _train(data, three, bixse.BiXSELoss, steps=steps, seed=seed, **kw),
+        "pairs + hard negative": _train(data, three, _measured(data, pairs), steps=steps, seed=seed, **kw),
     }).T
 
 
@@ -102,11 +143,16 @@ if __name__ == "__main__":
     data = corpus.load_apidocs(max_docs=prof.pick(smoke=-1, laptop=1000, full=-1))
     steps = prof.pick(smoke=2, laptop=12, full=300)
     base = models.load_embedder(max_seq_length=64)
-    qids = sorted(data.qrels["train"])[: prof.pick(smoke=32, laptop=None, full=None)]
+    evaluation = {data.queries[q].strip().lower() for s in ("dev", "test") for q in data.qrels[s]}
+    qids = sorted(q for q in data.qrels["train"] if data.queries[q].strip().lower() not in evaluation)
+    qids = qids[: prof.pick(smoke=32, laptop=None, full=None)]
     cands = retrieval.DenseIndex(base, data).search({q: data.queries[q] for q in qids}, k=20)
     pairs = bixse.draw_labelled_pairs(data, "train", cands, qids=qids)
     pairs["target_struct"] = pairs["grade"] / 3
+    if "--dev-choice" in sys.argv:
+        print(dev_choice(data, pairs, steps=prof.pick(smoke=2, laptop=80, full=300)).round(4))
+        raise SystemExit(0)
     print(exercise_3_uniform_draw(data, cands, qids))
-    for exercise in (exercise_1_fixed_scale_and_bias, exercise_2_bias_at_zero, exercise_4_hard_targets):
+    for exercise in (exercise_1_fixed_scale_and_bias, exercise_2_siglip_start, exercise_4_hard_targets):
         print(exercise.__name__, exercise(data, pairs, steps=steps), sep="\n")
     print(exercise_5_with_hard_negative(data, pairs, cands, steps=steps))
