@@ -258,11 +258,18 @@ def add_lora(model, r: int = 8, alpha: int | None = None, dropout: float = 0.0, 
 # --------------------------------------------------------------------------- retriever and loss
 
 
-def embed(retriever, texts: list[str]):
-    """Normalised embeddings of ``texts`` from a SentenceTransformer, with gradients."""
+def prompt_of(retriever, name: str) -> str:
+    """The retriever's prompt ``name`` (``"query"`` or ``"document"``), or ``""`` when it has none."""
+    return (getattr(retriever, "prompts", None) or {}).get(name) or ""
+
+
+def embed(retriever, texts: list[str], prompt_name: str | None = None):
+    """Normalised embeddings of ``texts`` from a SentenceTransformer, with gradients; the
+    retriever's prompt ``prompt_name`` (``"query: "`` for the LM retriever) is prepended."""
     import torch
 
-    features = retriever.preprocess(texts)
+    prefix = prompt_of(retriever, prompt_name) if prompt_name else ""
+    features = retriever.preprocess([prefix + t for t in texts])
     device = next(retriever.parameters()).device
     features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
     return torch.nn.functional.normalize(retriever(features)["sentence_embedding"], dim=-1)
@@ -321,8 +328,8 @@ def revela_loss(retriever, lm, tokenizer, batch: list[dict], tau: float, max_len
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
-    q = embed(retriever, [c["query"] for c in batch])
-    d = embed(retriever, [c["text"] for c in batch])
+    q = embed(retriever, [c["query"] for c in batch], "query")
+    d = embed(retriever, [c["text"] for c in batch], "document")
     w = in_batch_weights(q, d, tau)
     return revela_lm_loss(lm, tokenizer, [c["text"] for c in batch], w, max_length, normalize, strength), w
 
@@ -411,16 +418,38 @@ def score_tensor_mb(batch_size: int, heads: int, tokens: int, bytes_per: int = 4
     return batch_size * batch_size * heads * tokens * tokens * bytes_per / 2**20
 
 
-def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]], *,
-          tau: float = 0.05, learning_rate: float = 2e-5, max_length: int = 64,
-          normalize: bool = False, strength: float = 1.0, max_grad_norm: float = 1.0,
-          seed: int = SEED, progress: bool = False) -> dict:
-    """Train ``retriever`` (and the LM's trainable parameters, if any) on ``batches``, in place.
+def schedule(batches: list[list[int]], steps: int | None = None) -> list[list[int]]:
+    """The batches of ``steps`` optimizer steps: one pass for ``None``, the first ``steps`` batches
+    when there are enough, else the batches again in the same order (more than one epoch).
+    Never fewer steps than asked.
 
-    One optimizer step per batch; the only loss is the LM's next-token cross-entropy. Returns
-    ``{"steps", "seconds", "seconds_per_step", "loss_first", "loss_last", "rss_before_mb",
-    "peak_rss_mb", "log"}`` (``log``: loss, mean largest weight and seconds per step; the process's
-    resident memory when training starts and its peak during training).
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    if not batches:
+        raise RevelaError("no batches to train on")
+    steps = len(batches) if steps is None else int(steps)
+    if steps < 1:
+        raise RevelaError(f"steps={steps}: train at least one step")
+    return [batches[s % len(batches)] for s in range(steps)]
+
+
+def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]], *,
+          steps: int | None = None, tau: float = 0.05, learning_rate: float = 2e-5, max_length: int = 64,
+          normalize: bool = False, strength: float = 1.0, max_grad_norm: float = 1.0,
+          check=None, check_at=(), seed: int = SEED, progress: bool = False) -> dict:
+    """Train ``retriever`` (and the LM's trainable parameters, if any) for ``steps`` batches, in place.
+
+    One optimizer step per batch; the only loss is the LM's next-token cross-entropy. ``steps``
+    (default: one pass) cycles over ``batches`` when it asks for more (:func:`schedule`): the
+    number of steps is always the one asked for, and ``epochs`` says how many passes it took.
+    ``check(retriever) -> float`` (e.g. :func:`dev_score`) is called before training when 0 is
+    in ``check_at`` and after every step listed there: the learning curve, with the mean LM loss
+    of the steps since the previous point.
+
+    Returns ``{"steps", "epochs", "seconds", "seconds_per_step", "loss_first", "loss_last",
+    "rss_before_mb", "peak_rss_mb", "log", "curve"}`` (``log``: loss, mean largest weight and
+    seconds per step; the process's resident memory when training starts and its peak during
+    training; ``seconds`` leaves out the time of ``check``).
 
     Why not ``cookbook.finetune.fit``: the loss needs the LM and fixed BM25 groups as batches,
     which the sentence-transformers trainer (it shuffles rows) does not provide.
@@ -429,8 +458,7 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
     """
     import torch
 
-    if not batches:
-        raise RevelaError("no batches to train on")
+    plan = schedule(batches, steps)
     torch.manual_seed(seed)
     enable_in_batch_attention(lm)
     params = [p for p in retriever.parameters() if p.requires_grad]
@@ -438,17 +466,34 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
     if not any(p.requires_grad for p in retriever.parameters()):
         raise RevelaError("the retriever has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    retriever.train()
-    lm.train()
+    check_at = set(check_at or ())
+    curve, checking = [], 0.0
+
+    def point(step, losses):
+        nonlocal checking
+        t0 = time.perf_counter()
+        retriever.eval()
+        with torch.no_grad():
+            value = float(check(retriever))
+        retriever.train()
+        checking += time.perf_counter() - t0
+        curve.append({"step": step, "dev": value,
+                      "LM loss": sum(losses) / len(losses) if losses else None})
+
     reset_peak_rss()
     rss_before = rss_mb()
     log, started = [], time.perf_counter()
-    iterator = batches
+    if check is not None and 0 in check_at:
+        point(0, [])
+    retriever.train()
+    lm.train()
+    iterator = plan
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(batches, desc="revela")
-    for batch in iterator:
+        iterator = tqdm(plan, desc="revela")
+    since = []
+    for step, batch in enumerate(iterator, start=1):
         t0 = time.perf_counter()
         loss, w = revela_loss(retriever, lm, tokenizer, [chunks[i] for i in batch], tau, max_length,
                               normalize, strength)
@@ -458,24 +503,125 @@ def train(retriever, lm, tokenizer, chunks: list[dict], batches: list[list[int]]
         optimizer.step()
         log.append({"loss": float(loss.detach()), "max_w": float(w.detach().max(dim=-1).values.mean()),
                     "seconds": time.perf_counter() - t0})
+        since.append(log[-1]["loss"])
+        if check is not None and step in check_at:
+            point(step, since)
+            since = []
     retriever.eval()
     lm.eval()
-    seconds = time.perf_counter() - started
-    return {"steps": len(log), "seconds": round(seconds, 1), "seconds_per_step": round(seconds / len(log), 2),
-            "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"],
-            "rss_before_mb": round(rss_before, 1), "peak_rss_mb": round(peak_rss_mb(), 1), "log": log}
+    seconds = time.perf_counter() - started - checking
+    return {"steps": len(log), "epochs": round(len(log) / len(batches), 2), "seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / len(log), 2), "loss_first": log[0]["loss"],
+            "loss_last": log[-1]["loss"], "rss_before_mb": round(rss_before, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "log": log, "curve": curve}
+
+
+# --------------------------------------------------------------------------- the label-free dev check
+
+
+def split_dev(chunks: list[dict], n_dev: int, seed: int = SEED) -> tuple[list[dict], list[dict]]:
+    """Hold ``n_dev`` chunks out of training (seeded): ``(train_chunks, dev_chunks)``.
+
+    The dev chunks are the label-free check of :func:`dev_run`; they never enter a batch.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    if n_dev < 2 or n_dev >= len(chunks):
+        raise RevelaError(f"n_dev={n_dev} of {len(chunks)} chunks: hold out at least 2 and leave some to train on")
+    order = list(range(len(chunks)))
+    random.Random(seed + 1).shuffle(order)
+    dev = set(order[:n_dev])
+    return [c for i, c in enumerate(chunks) if i not in dev], [c for i, c in enumerate(chunks) if i in dev]
+
+
+def dev_run(retriever, dev_chunks: list[dict], k: int = 10, batch_size: int = 32) -> tuple[dict, dict]:
+    """The label-free dev check: the first half of every held-out chunk (the query Revela trains
+    on) searches all held-out chunks; its own chunk is the one relevant document.
+
+    Returns ``(run, qrels)`` for :func:`cookbook.evaluate.evaluate` / :func:`~cookbook.evaluate.compare`
+    (query ``c<i>`` -> chunk ``c<i>``). The retriever's ``"query"``/``"document"`` prompts are used.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import numpy as np
+
+    ids = [f"c{i}" for i in range(len(dev_chunks))]
+    opts = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True,
+            "show_progress_bar": False}
+    q = retriever.encode([prompt_of(retriever, "query") + c["query"] for c in dev_chunks], **opts)
+    d = retriever.encode([prompt_of(retriever, "document") + c["text"] for c in dev_chunks], **opts)
+    sims = q @ d.T
+    top = np.argsort(-sims, axis=1)[:, :k]
+    run = {qid: {ids[j]: float(sims[i, j]) for j in top[i]} for i, qid in enumerate(ids)}
+    return run, {qid: {qid: 1} for qid in ids}
+
+
+def dev_score(retriever, dev_chunks: list[dict], metric: str = "nDCG@10") -> float:
+    """The dev check as one number (mean ``metric`` of :func:`dev_run`): a learning-curve point.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    from cookbook import evaluate
+
+    run, qrels = dev_run(retriever, dev_chunks)
+    return float(evaluate.evaluate(run, qrels, (metric,))[0][metric])
+
+
+def cosine_spread(retriever, chunks: list[dict]) -> dict:
+    """How far apart the retriever's cosines are: query half of chunk ``i`` against its own chunk
+    and against every other chunk. A retriever whose cosines all sit near one value (a spread
+    near 0) gives nearly uniform ``w`` at any useful ``tau``.
+
+    Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
+    """
+    import numpy as np
+
+    opts = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
+    q = retriever.encode([prompt_of(retriever, "query") + c["query"] for c in chunks], **opts)
+    d = retriever.encode([prompt_of(retriever, "document") + c["text"] for c in chunks], **opts)
+    sims = q @ d.T
+    off = sims[~np.eye(len(chunks), dtype=bool)]
+    own = np.diag(sims)
+    return {"mean cosine (other chunks)": float(off.mean()), "std cosine (other chunks)": float(off.std()),
+            "min cosine": float(sims.min()), "max cosine": float(sims.max()),
+            "mean cosine (own chunk)": float(own.mean()),
+            "own minus other, in stds": float((own.mean() - off.mean()) / (off.std() + 1e-12))}
 
 
 # --------------------------------------------------------------------------- starting retrievers
 
 
-def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: str = "mean",
-                 lora_r: int | None = 16, seed: int = SEED):
+#: the paper's prefixes for the LM retriever (Revela's code: "query: " / "passage: ")
+PAPER_PROMPTS = {"query": "query: ", "document": "passage: "}
+
+
+def append_eos(tokenizer) -> None:
+    """Make ``tokenizer`` end every encoded text with its EOS token (a template post-processor,
+    saved with the tokenizer): what last-token pooling reads, as in the paper's EOS pooling.
+    Truncation keeps room for it, so the EOS is always the last real token."""
+    from tokenizers.processors import TemplateProcessing
+
+    eos = tokenizer.eos_token
+    if eos is None:
+        raise RevelaError("the tokenizer has no EOS token to append")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.eos_token_id)])
+
+
+def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: str = "lasttoken",
+                 eos: bool = True, prompts: dict | None = PAPER_PROMPTS, lora_r: int | None = 16,
+                 text_only: bool = True, seed: int = SEED):
     """A SentenceTransformer on a causal LM's backbone (default: the offline SmolLM2-135M).
 
-    The LM was never trained for retrieval: this is the "from scratch" starting point. With
-    ``lora_r`` only LoRA adapters train (merged back by :func:`save_retriever`). ``pooling``:
-    ``"mean"`` or ``"lasttoken"`` (the paper's EOS pooling reads the last token).
+    The LM was never trained for retrieval: this is the "from scratch" starting point. The
+    defaults follow the paper: ``pooling="lasttoken"`` reads the hidden state of an EOS token
+    appended to every text (``eos``), and ``prompts`` puts ``"query: "`` before queries and
+    ``"passage: "`` before documents (stored in the model: pass them to ``encode(prompt_name=...)``
+    or to ``retrieval.DenseIndex(query_prompt=..., document_prompt=...)``). ``pooling="mean"``,
+    ``eos=False``, ``prompts=None`` is the plain mean-pooled bi-encoder. ``text_only=False`` lets
+    sentence-transformers 6 wrap every text in the instruct LM's chat template (its default; a
+    system prompt of ~30 tokens then fills most of a short ``max_seq_length``). With ``lora_r`` only
+    LoRA adapters train (merged back by :func:`save_retriever`).
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
@@ -493,14 +639,20 @@ def lm_retriever(source: str | None = None, max_seq_length: int = 64, pooling: s
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
     torch.manual_seed(seed)
-    transformer = Transformer(source or resolve("generator"), max_seq_length=max_seq_length)
+    # text only: sentence-transformers 6 otherwise wraps every text in the chat template of an
+    # instruct LM (a system prompt of ~30 tokens that fills a short max_seq_length)
+    text = {"modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            "module_output_name": "token_embeddings"} if text_only else {}
+    transformer = Transformer(source or resolve("generator"), max_seq_length=max_seq_length, **text)
     if transformer.tokenizer.pad_token is None:
         transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
     transformer.tokenizer.padding_side = "right"
+    if eos:
+        append_eos(transformer.tokenizer)
     dim = transformer.get_embedding_dimension() if hasattr(transformer, "get_embedding_dimension") \
         else transformer.get_word_embedding_dimension()
     model = SentenceTransformer(modules=[transformer, Pooling(dim, pooling_mode=pooling), Normalize()],
-                                device="cpu")
+                                device="cpu", prompts=dict(prompts or {}))
     if lora_r:
         from peft import LoraConfig, get_peft_model
 

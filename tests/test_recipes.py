@@ -70,7 +70,7 @@ def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_model
     assert report["seconds"] > 0 and isinstance(report["llm_usage"], dict)
     md = (out / "report.md").read_text()
     assert md.startswith(f"**Verdict: {report['verdict']}**") and f"# Recipe `{name}` on `binary_beir`" in md
-    assert ("WORSE" in capsys.readouterr().err) == report["verdict"].startswith("worse")
+    assert ("WORSE" in capsys.readouterr().err) == ("worse than" in report["verdict"])  # test split or dev check
     if name == "lce":
         from sentence_transformers import CrossEncoder
 

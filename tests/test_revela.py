@@ -172,6 +172,7 @@ def test_recipe_on_binary_beir_saves_a_loadable_model(tiny_beir, tiny_lm, embedd
     report = recipes.revela.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=2,
                       batch_size=2, chunk_tokens=8)
     assert report["recipe"] == "revela" and report["steps"] == 2 and report["train_pairs"] == 0
+    assert "on the dev check (held-out chunks" in report["verdict"] and report["dev"]["comparison"]["queries"] >= 2
     assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.report_measures(tiny_beir) and report["comparison"]["queries"] == len(tiny_beir.qrels["test"])
     loaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     text = tiny_beir.doc_text(next(iter(tiny_beir.corpus)))
@@ -197,9 +198,61 @@ def test_lm_retriever_merges_lora_on_save(tmp_path, tiny_lm):
     folder = tmp_path / "lm"
     lm.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    model = R.lm_retriever(str(folder), max_seq_length=16, lora_r=2)
+    model = R.lm_retriever(str(folder), max_seq_length=16, lora_r=2, eos=False)  # a BERT tokenizer: no EOS
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     R.save_retriever(model, tmp_path / "saved")
     loaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
     torch.testing.assert_close(torch.tensor(loaded.encode(TEXTS)), torch.tensor(model.encode(TEXTS)))
+
+
+def test_train_takes_exactly_the_steps_asked_cycling_over_the_batches(tiny_lm, embedder):
+    tokenizer, lm = _fresh(tiny_lm)
+    R.freeze(lm)
+    assert R.schedule([[0, 1], [2, 3]], 5) == [[0, 1], [2, 3], [0, 1], [2, 3], [0, 1]]
+    assert R.schedule([[0, 1], [2, 3]], None) == [[0, 1], [2, 3]]
+    calls = []
+    report = R.train(embedder, lm, tokenizer, _chunks(), [[0, 1], [2, 3]], steps=3, max_length=32,
+                     check=lambda m: calls.append(1) or 0.5, check_at=(0, 3))
+    assert report["steps"] == 3 and report["epochs"] == 1.5 and len(calls) == 2
+    assert [p["step"] for p in report["curve"]] == [0, 3] and report["curve"][0]["LM loss"] is None
+    assert report["curve"][1]["LM loss"] == pytest.approx(sum(x["loss"] for x in report["log"]) / 3)
+    with pytest.raises(R.RevelaError):
+        R.schedule([[0, 1]], 0)
+
+
+def test_dev_check_finds_each_chunk_from_its_first_half(embedder):
+    chunks = [{"doc_id": f"d{i}", "text": t, "query": t} for i, t in enumerate(TEXTS)]
+    train, dev = R.split_dev(chunks + chunks, 4, seed=0)
+    assert len(train) == len(dev) == 4
+    run, qrels = R.dev_run(embedder, chunks, k=2)
+    assert set(run) == set(qrels) and all(len(docs) == 2 for docs in run.values())
+    assert all(max(run[q], key=run[q].get) == q for q in run)  # identical texts: own chunk first
+    assert R.dev_score(embedder, chunks) == pytest.approx(1.0)
+    spread = R.cosine_spread(embedder, chunks)
+    assert spread["mean cosine (own chunk)"] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(R.RevelaError):
+        R.split_dev(chunks, 4)
+
+
+def test_lm_retriever_appends_eos_and_keeps_its_prompts(tmp_path, tiny_lm):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from cookbook.models import resolve
+
+    folder = tmp_path / "lm"
+    tokenizer = AutoTokenizer.from_pretrained(resolve("generator"))  # a BPE tokenizer with an EOS token
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = R.lm_retriever(str(folder), max_seq_length=8, lora_r=None)
+    ids = model.preprocess(["hello world", "a b c d e f g h i j k l"])["input_ids"]
+    assert ids[0, 2] == tokenizer.eos_token_id and ids[1, -1] == tokenizer.eos_token_id  # also when truncated
+    assert ids[0, 0] != tokenizer.bos_token_id  # plain text, no chat template
+    assert model.prompts == R.PAPER_PROMPTS and R.prompt_of(model, "query") == "query: "
+    R.save_retriever(model, tmp_path / "saved")
+    loaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    assert loaded.prompts == R.PAPER_PROMPTS
+    assert loaded.preprocess(["hello world"])["input_ids"].tolist() == ids[:1, :3].tolist()

@@ -1,11 +1,12 @@
 """Recipe ``revela``: a retriever trained through a frozen LM's next-token loss on the corpus
-alone (no queries, no labels).
+alone (no queries, no labels), checked on held-out chunks.
 
 Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
 """
 
 from __future__ import annotations
 
+from cookbook import evaluate
 from cookbook import revela as technique
 from cookbook.config import SEED
 from cookbook.recipes import common
@@ -14,44 +15,55 @@ from cookbook.recipes.common import RecipeError
 
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_size: int = 8,
            chunk_tokens: int = 64, tau: float = 0.05, learning_rate: float = 2e-5, max_chunks: int | None = 4000,
-           grouping: str = "bm25", strength: float | None = None, normalize: bool | None = None,
-           seed: int = SEED) -> dict:
-    """Revela on any ``RetrievalData``: train ``embedder`` through the LM for ``steps`` batches
-    (at most one pass over the batches), save it, report.
+           dev_chunks: int = 200, grouping: str = "bm25", strength: float | None = None,
+           normalize: bool | None = None, seed: int = SEED) -> dict:
+    """Revela on any ``RetrievalData``: train ``embedder`` through the LM for exactly ``steps``
+    batches (cycling over the batches when there are fewer), save it, report.
 
     Needs no queries and no labels (only the corpus). ``embedder=None`` loads MiniLM, ``llm=None``
     the offline SmolLM2 (frozen). ``strength``/``normalize`` left as None are chosen by
-    :func:`cookbook.revela.calibrate_strength` on two training batches.
+    :func:`cookbook.revela.calibrate_strength` on two training batches. The dev check needs no
+    labels either: up to ``dev_chunks`` held-out chunks (a fifth of the chunks at most) whose
+    first half must retrieve their own chunk, before and after (:func:`cookbook.revela.dev_run`);
+    the report's first line gives its verdict beside the test split's.
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
     if grouping not in ("bm25", "random"):
         raise RecipeError(f"grouping={grouping!r}: use 'bm25' or 'random'")
+    if steps < 1:
+        raise RecipeError(f"steps={steps}: train at least one step")
     # 1. the base retriever, measured before training; the frozen reader LM
     tokenizer, lm = technique.lm_pair(llm)
     technique.freeze(lm)
     retriever = common.embedder_or_default(embedder, max_seq_length=chunk_tokens * 2)
     before = common.start(data, retriever, seed=seed)
-    # 2. chunks of the corpus, grouped into batches of BM25 neighbours (or at random)
+    # 2. chunks of the corpus: held-out chunks for the dev check, the rest in batches of BM25 neighbours
     chunks = technique.chunk_corpus(data, tokenizer, chunk_tokens=chunk_tokens, max_chunks=max_chunks, seed=seed)
+    chunks, held_out = technique.split_dev(chunks, min(dev_chunks, max(2, len(chunks) // 5)), seed=seed)
     make = technique.bm25_batches if grouping == "bm25" else technique.random_batches
-    batches = make(chunks, batch_size=batch_size, seed=seed)[:steps]
+    batches = make(chunks, batch_size=batch_size, seed=seed)
     technique.check_no_query_text(chunks, batches, data)
+    dev_before, dev_qrels = technique.dev_run(retriever, held_out)
     # 3. the strength of the cross-chunk attention, calibrated on two batches unless given
     if strength is None or normalize is None:
         best = technique.calibrate_strength(lm, tokenizer, chunks, batches[:2], max_length=chunk_tokens).attrs["best"]
         strength = best["strength"] if strength is None else strength
         normalize = best["normalize"] if normalize is None else normalize
-    # 4. training: only the LM's next-token loss reaches the retriever
-    trained = technique.train(retriever, lm, tokenizer, chunks, batches, tau=tau, learning_rate=learning_rate,
-                              max_length=chunk_tokens, normalize=normalize, strength=strength, seed=seed)
-    # 5. after, verdict, report
+    # 4. training, exactly `steps` batches: only the LM's next-token loss reaches the retriever
+    trained = technique.train(retriever, lm, tokenizer, chunks, batches, steps=steps, tau=tau,
+                              learning_rate=learning_rate, max_length=chunk_tokens, normalize=normalize,
+                              strength=strength, seed=seed)
+    # 5. after: the test split (when there is one) and the dev check; verdict, report
     index, run = common.dense_run(retriever, before)
+    dev_after, _ = technique.dev_run(retriever, held_out)
+    dev = {"name": "held-out chunks", "chunks": len(held_out),
+           "comparison": evaluate.compare(dev_before, dev_after, dev_qrels, "nDCG@10")}
     return common.finish(
         "revela", before, retriever, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
-        llm_usage={"lm_forward_passes": 2 * trained["steps"],
-                   "lm_tokens": 2 * trained["steps"] * batch_size * chunk_tokens},
-        train_pairs=0, steps=trained["steps"], chunks=len(chunks), batch_size=batch_size, tau=tau,
-        grouping=grouping, strength=strength, normalize=normalize, peak_rss_mb=trained["peak_rss_mb"],
-        seconds_per_step=trained["seconds_per_step"], loss_first=trained["loss_first"],
-        loss_last=trained["loss_last"], save=technique.save_retriever)
+        dev=dev, llm_usage={"lm_forward_passes": 2 * trained["steps"],
+                            "lm_tokens": 2 * trained["steps"] * batch_size * chunk_tokens},
+        train_pairs=0, steps=trained["steps"], batches=len(batches), epochs=trained["epochs"],
+        chunks=len(chunks), batch_size=batch_size, tau=tau, grouping=grouping, strength=strength,
+        normalize=normalize, peak_rss_mb=trained["peak_rss_mb"], seconds_per_step=trained["seconds_per_step"],
+        loss_first=trained["loss_first"], loss_last=trained["loss_last"], save=technique.save_retriever)

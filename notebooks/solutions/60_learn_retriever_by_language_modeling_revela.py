@@ -41,17 +41,27 @@ def exercise_1_paper_setting(data, lm, tokenizer, chunks, batches, calibrated: d
     return pd.DataFrame(rows).T
 
 
+def _ndcg_prompted(model, data) -> float:
+    """nDCG@10 with the model's own query/document prompts (none for the mean-pooled variant)."""
+    prompts = model.prompts or {}
+    index = retrieval.DenseIndex(model, data, query_prompt=prompts.get("query"), document_prompt=prompts.get("document"))
+    return evaluate.evaluate(index.search(data.split_queries("test"), k=100), data.qrels["test"])[0]["nDCG@10"]
+
+
 def exercise_2_pooling(data, lm, tokenizer, chunks, batches, setting: dict, tau=0.05, max_length=64,
                        learning_rate=1e-3) -> pd.DataFrame:
-    """The SmolLM2 retriever with mean vs last-token pooling: before and after Revela."""
+    """The SmolLM2 retriever with mean pooling (no EOS, no prefixes) vs last-token pooling on an
+    appended EOS with the paper's prefixes, both on plain text: before and after Revela."""
     rows = {}
-    for pooling in ("mean", "lasttoken"):
-        model = revela.lm_retriever(max_seq_length=max_length, pooling=pooling, seed=SEED)
-        before = _ndcg(model, data)
+    variants = {"mean": {"pooling": "mean", "eos": False, "prompts": None},
+                "last token (EOS), prefixes": {}}
+    for name, options in variants.items():
+        model = revela.lm_retriever(max_seq_length=max_length + 16, seed=SEED, **options)
+        before = _ndcg_prompted(model, data)
         _train(model, lm, tokenizer, chunks, batches, tau=tau, max_length=max_length,
                learning_rate=learning_rate, seed=SEED, **setting)
-        revela.save_retriever(model, RUN_DIR / f"pooling-{pooling}")
-        rows[pooling] = {"before": before, "after": _ndcg(model, data)}
+        revela.save_retriever(model, RUN_DIR / f"pooling-{options.get('pooling', 'lasttoken')}")
+        rows[name] = {"before": before, "after": _ndcg_prompted(model, data)}
     return pd.DataFrame(rows).T
 
 
@@ -109,7 +119,7 @@ if __name__ == "__main__":
     data = corpus.load_apidocs(max_docs=PROFILE.pick(smoke=150, laptop=400, full=None))
     tokenizer, lm = models.load_causal_lm("generator")
     revela.freeze(lm)
-    chunk_tokens = PROFILE.pick(smoke=32, laptop=64, full=128)
+    chunk_tokens = PROFILE.pick(smoke=32, laptop=48, full=128)
     chunks = revela.chunk_corpus(data, tokenizer, chunk_tokens=chunk_tokens, max_chunks=4000, seed=SEED)
     steps = PROFILE.pick(smoke=2, laptop=12, full=2000)
     batches = revela.bm25_batches(chunks, batch_size=PROFILE.pick(smoke=4, laptop=8, full=16), seed=SEED)[:steps]
