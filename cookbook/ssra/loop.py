@@ -233,8 +233,8 @@ def train_listwise(model, pairs: pd.DataFrame, data, *, max_steps: int, batch_si
     losses, started = [], time.perf_counter()
 
     def embed(texts):
-        features = model.tokenize(texts)
-        features = {k: v.to(model.device) for k, v in features.items()}
+        prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in newer sentence-transformers
+        features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in prepare(texts).items()}
         return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 
     for _ in range(max_steps):
