@@ -71,6 +71,9 @@ def test_every_recipe_runs_on_the_binary_folder_through_the_cli(name, tiny_model
     md = (out / "report.md").read_text()
     assert md.startswith(f"**Verdict: {report['verdict']}**") and f"# Recipe `{name}` on `binary_beir`" in md
     assert ("WORSE" in capsys.readouterr().err) == ("worse than" in report["verdict"])  # test split or dev check
+    if name == "ssra":  # binary labels: two levels, said in the report
+        assert report["n_levels"] == 2 and report["level_mapping"]["qrel grade -> level"] == {"0": 0, "1": 1}
+        assert report["level_mapping"]["how"].startswith("binary labels")
     if name == "lce":
         from sentence_transformers import CrossEncoder
 

@@ -419,3 +419,52 @@ def test_paired_test_has_a_bootstrap_interval_around_the_mean_difference():
     assert out["ci_low"] <= out["diff"] <= out["ci_high"] and out["ci_low"] > 0
     same = evaluate.paired_test(a, a)
     assert same["t_p"] == 1.0 and same["ci_low"] == same["ci_high"] == 0.0
+
+
+def test_lexical_features_see_exact_terms_and_roundtrip(tmp_path):
+    import numpy as np
+
+    docs = ["numpy.linalg.norm: matrix or vector norm", "numpy.linalg.det: determinant of an array",
+            "pandas.read_csv: read a comma separated file"]
+    lex = G.LexicalFeatures(docs)
+    hit, miss = lex(["linalg norm vector", "linalg norm vector"], [docs[0], docs[2]])
+    assert len(lex) == len(G.LexicalFeatures.names) == 5
+    assert hit[0] > miss[0] == 0.0 and hit[1] == 1.0 and hit[3] > 0  # bm25, overlap, head overlap
+    assert np.allclose(G.LexicalFeatures(**lex.state())(["norm"], [docs[0]]), lex(["norm"], [docs[0]]))
+    vocab = [f"w{i}" for i in range(40)]
+    train = _overlap_pairs(120, 0, vocab)
+    model = G.score_model(4, embedder=BagOfWords(vocab), lexical_corpus=list(train["doc_id"]), seed=1)
+    assert model.n_features == 2 * 40 + 1 + 5
+    G.train_score_model(model, train, _TextAsId())
+    pairs = list(zip(train["query"][:6], train["doc_id"][:6]))
+    loaded = G.load_score_model(model.save(tmp_path / "lex"), embedder=BagOfWords(vocab))
+    assert loaded.lexical is not None and np.allclose(loaded.predict(pairs), model.predict(pairs), atol=1e-6)
+
+
+def test_cap_levels_keeps_the_middle_scarce():
+    pairs = pd.DataFrame({"query": [f"q{i}" for i in range(40)], "doc_id": "d",
+                          "level": [i % 4 for i in range(40)], "source": "human"})
+    capped = G.cap_levels(pairs, {1: 3, 2: 0}, seed=0)
+    assert G.level_histogram(capped).to_dict() == {0: 10, 1: 3, 2: 0, 3: 10}
+    assert G.cap_levels(pairs, {1: 3}, seed=0).equals(G.cap_levels(pairs, {1: 3}, seed=0))
+
+
+def test_binary_train_labels_map_to_the_top_level(tiny_data):
+    graded = dict(tiny_data.qrels)
+    binary_train = {q: {d: int(g > 0) for d, g in docs.items()} for q, docs in graded["train"].items()}
+    data = type(tiny_data)(tiny_data.corpus, tiny_data.queries, {**graded, "train": binary_train})
+    assert G.n_levels_of(data) == 4 and G.level_mapping(data, "train") == {0: 0, 1: 3}
+    pool = G.human_pairs(data, "train", mapping=G.level_mapping(data, "train"))
+    assert set(pool["level"]) <= {0, 3} and (pool["level"] == 3).any()
+    assert G.level_mapping(tiny_data, "train") == {g: g for g in G.level_mapping(tiny_data, "train")}
+
+
+def test_listwise_loss_trains_and_bad_loss_is_refused(tiny_data, tiny_model):
+    import copy
+
+    pairs = G.human_pairs(tiny_data, "train")
+    model = copy.deepcopy(tiny_model)
+    report = G.train_embedder(model, pairs, tiny_data, max_steps=3, batch_size=4, loss="listwise", seed=0)
+    assert report["steps"] == 3 and report["loss"] >= 0
+    with pytest.raises(G.GradedError, match="loss="):
+        G.train_embedder(model, pairs, tiny_data, max_steps=1, loss="pairwise")

@@ -26,16 +26,31 @@ def _query_models(llm, human, data, n_levels: int, lora_steps: int, seed: int):
     return prompted, lambda examples, rnd: prompted
 
 
+def _mapping_text(mapping: dict, n_levels: int, has_train: bool) -> dict:
+    """The report's ``level_mapping``: qrel grade -> level, and in words what was done."""
+    if n_levels == 2:
+        how = "binary labels: runs with two levels (0 = not relevant, 1 = relevant)"
+    elif mapping.get(1) == n_levels - 1 and n_levels > 2:
+        how = f"binary train labels beside graded ones: a qrel 1 counts as the top level {n_levels - 1}"
+    else:
+        how = f"graded labels: each grade is its own level (0..{n_levels - 1})"
+    if not has_train:
+        how += f"; no train split: zero-shot queries at the top level {n_levels - 1}, random documents at level 0"
+    return {"qrel grade -> level": {str(k): int(v) for k, v in mapping.items()}, "levels": n_levels, "how": how}
+
+
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 40,
-         n_samples: int = 2, rounds: int = 2, threshold: float = 0.5, mode: str = "drop",
+         n_samples: int = 2, rounds: int = 2, threshold: float = 0.5, mode: str = "relabel",
          score_kind: str = "embedding", score_steps: int | None = None, lora_steps: int = 10,
          per_level: int = 200, batch_size: int = 16, depth: int = 10, max_queries: int = 300,
          max_length: int = 128, seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
 
     Human pool (train split; without one, zero-shot top-level queries from ``llm`` plus random
-    level-0 documents) -> score model (``score_kind``: "embedding", a softmax head on the frozen
-    base embedder, or "cross-encoder"; ``score_steps`` defaults to the head's epochs, 40 for a
+    level-0 documents; binary train labels beside graded test labels map 1 to the top level,
+    binary labels everywhere run with two levels: the report's ``level_mapping`` says which)
+    -> score model (``score_kind``: "embedding", a softmax head on the frozen base embedder with
+    BM25 and term-overlap features, or "cross-encoder"; ``score_steps`` defaults to the head's epochs, 40 for a
     cross-encoder) -> LoRA query model (``lora_steps``; a non-local ``llm`` is prompted instead)
     -> ``rounds`` of the collaborative loop (``n_docs`` documents, ``n_samples`` queries a request,
     ``threshold``, ``mode``) -> a balanced set of ``per_level`` pairs a level -> the embedder
@@ -50,12 +65,13 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     base, llm = common.embedder_or_default(embedder), common.llm_or_default(llm)
     before = common.start(data, base, seed=seed)
     n_levels = technique.n_levels_of(data)
+    mapping = technique.level_mapping(data, "train") if data.qrels.get("train") else {0: 0, 1: n_levels - 1}
     doc_ids = common.sample_docs(data, n_docs, seed)
     with llm.track() as usage:
         # 2. the human pool (or zero-shot pairs without a train split)
         if data.qrels.get("train"):
             human = technique.human_pairs(data, "train", retriever=before.index, depth=depth,
-                                          max_queries=max_queries, seed=seed)
+                                          max_queries=max_queries, mapping=mapping, seed=seed)
         else:
             human = technique.zero_shot_pairs(data, llm, doc_ids, n_levels, seed, n_samples)
         if human.empty:
@@ -64,7 +80,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         if score_steps is None and score_kind == "cross-encoder":
             score_steps = 40
         if score_kind == "embedding":
-            scorer = technique.score_model(n_levels, kind=score_kind, embedder=copy.deepcopy(base), seed=seed)
+            scorer = technique.score_model(n_levels, kind=score_kind, embedder=copy.deepcopy(base), seed=seed,
+                                           lexical_corpus=[data.doc_text(d) for d in data.corpus])
             score_train = human  # the head weighs the levels itself (class weights)
         else:
             scorer = technique.score_model(n_levels, kind=score_kind, embedder=embedder, max_length=max_length,
@@ -90,7 +107,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     histogram = technique.level_histogram
     return common.finish(
         "ssra", before, base, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
-        llm_usage=usage, n_levels=n_levels, human_pairs=int(len(human)),
+        llm_usage=usage, n_levels=n_levels, level_mapping=_mapping_text(mapping, n_levels, bool(data.qrels.get("train"))),
+        human_pairs=int(len(human)),
         synthetic_accepted=int(len(loop.accepted)), train_pairs=int(len(train_set)), score_model=score_kind,
         histogram_before={str(k): v for k, v in histogram(human, n_levels).items()},
         histogram_after={str(k): v for k, v in histogram(train_set, n_levels).items()},

@@ -40,14 +40,17 @@ from cookbook.ssra.levels import (  # noqa: F401
     EvalLeakError,
     GradedError,
     assert_no_eval_leak,
+    cap_levels,
     check_levels,
     eval_query_texts,
     human_pairs,
     level_histogram,
+    level_mapping,
     level_texts,
     n_levels_of,
 )
 from cookbook.ssra.loop import (  # noqa: F401
+    EMBEDDER_LOSSES,
     LoopResult,
     acceptance_table,
     balance,
@@ -56,6 +59,7 @@ from cookbook.ssra.loop import (  # noqa: F401
     embedding_dataset,
     round_requests,
     train_embedder,
+    train_listwise,
 )
 from cookbook.ssra.query_model import (  # noqa: F401
     PromptedQueryModel,
@@ -74,6 +78,7 @@ from cookbook.ssra.query_model import (  # noqa: F401
 from cookbook.ssra.score_model import (  # noqa: F401
     SCORE_MODEL_KINDS,
     EmbeddingScoreModel,
+    LexicalFeatures,
     annotate,
     balanced_sample,
     check_score_model,

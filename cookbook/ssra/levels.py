@@ -31,9 +31,6 @@ class EvalLeakError(AssertionError):
     """A dev or test query (or pair) reached a training set."""
 
 
-
-
-
 def n_levels_of(data) -> int:
     """Number of relevance levels of ``data``: its largest grade plus one (4 for grades 0-3,
     2 for binary labels)."""
@@ -41,6 +38,38 @@ def n_levels_of(data) -> int:
     if not grades or max(grades) < 1:
         raise GradedError("the qrels hold no relevant document: levels cannot be inferred")
     return int(max(grades)) + 1
+
+
+def level_mapping(data, split: str = "train") -> dict[int, int]:
+    """How the grades of ``split`` map to the levels of the data (``{grade: level}``).
+
+    Identity, except when ``split`` has binary labels (grades 0 and 1) while another split is
+    graded (``n_levels_of(data) > 2``): a binary 1 then means "relevant", which is the *top*
+    level, not the "same topic only" level 1, so 1 maps to ``n_levels - 1``. Binary data
+    everywhere runs with two levels (0 and 1).
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    n_levels = n_levels_of(data)
+    grades = sorted({int(g) for docs in data.qrels.get(split, {}).values() for g in docs.values()} | {0})
+    if n_levels > 2 and max(grades) == 1:
+        return {0: 0, 1: n_levels - 1}
+    return {g: g for g in grades}
+
+
+def cap_levels(pairs: pd.DataFrame, caps: dict[int, int], seed: int = SEED) -> pd.DataFrame:
+    """At most ``caps[level]`` pairs of each capped level (a seeded sample); other levels keep
+    every pair. This makes the paper's setting, where the middle levels are rare, on data whose
+    annotators labelled many middle pairs.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    keep = []
+    for lv, group in pairs.groupby("level", sort=True):
+        cap = caps.get(int(lv))
+        keep.append(group if cap is None or len(group) <= cap else group.sample(int(cap), random_state=seed))
+    out = pd.concat(keep) if keep else pairs
+    return out.sort_index().reset_index(drop=True)
 
 
 def level_texts(n_levels: int) -> dict[int, str]:
@@ -63,11 +92,13 @@ def check_levels(levels, n_levels: int) -> None:
 
 
 def human_pairs(data, split: str = "train", *, retriever=None, depth: int = 10, n_random: int = 1,
-                max_queries: int | None = None, seed: int = SEED) -> pd.DataFrame:
+                max_queries: int | None = None, mapping: dict[int, int] | None = None,
+                seed: int = SEED) -> pd.DataFrame:
     """The human-labelled pool of ``split``: what an annotator of search results would see.
 
     Per query: the ``depth`` documents the base ``retriever`` ranks highest, each with its grade
-    from the qrels (0 when unjudged); every top-grade document (the clean example, added when the
+    from the qrels (0 when unjudged; ``mapping`` turns grades into levels, see
+    :func:`level_mapping`); every top-grade document (the clean example, added when the
     retriever missed it); ``n_random`` random unjudged documents at level 0. Without a retriever,
     every judged document instead. Columns: qid, query, doc_id, level, source ("human").
 
@@ -83,6 +114,7 @@ def human_pairs(data, split: str = "train", *, retriever=None, depth: int = 10, 
     run = retriever.search({q: data.queries[q] for q in qids}, k=depth) if retriever is not None else {}
     doc_ids = sorted(data.corpus)
     top = max(g for docs in qrels.values() for g in docs.values())
+    mapping = mapping or {}
     rows = []
     for q in qids:
         judged = qrels[q]
@@ -99,7 +131,8 @@ def human_pairs(data, split: str = "train", *, retriever=None, depth: int = 10, 
                     chosen.append(d)
                     taken.add(d)
                     break
-        rows += [{"qid": q, "query": data.queries[q], "doc_id": d, "level": int(judged.get(d, 0)),
+        rows += [{"qid": q, "query": data.queries[q], "doc_id": d,
+                  "level": int(mapping.get(int(judged.get(d, 0)), judged.get(d, 0))),
                   "source": "human"} for d in chosen]
     return pd.DataFrame(rows, columns=["qid", *PAIR_COLUMNS])
 

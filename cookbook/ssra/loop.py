@@ -6,6 +6,8 @@ Taught in: notebooks/30_synthesize_graded_relevance.ipynb
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -170,18 +172,89 @@ def embedding_dataset(pairs: pd.DataFrame, data, n_levels: int = 4):
                               "score": [float(lv) / (n_levels - 1) for lv in pairs["level"]]})
 
 
+EMBEDDER_LOSSES = ("cosent", "listwise")
+
+
 def train_embedder(model, pairs: pd.DataFrame, data, *, max_steps: int, batch_size: int = 16,
-                   learning_rate: float = 2e-5, n_levels: int = 4, seed: int = SEED) -> dict:
-    """Fine-tune a bi-encoder on graded pairs with CoSENT over ``level / top level`` (ranks
-    every pair of pairs in a batch by their grades) through :func:`cookbook.finetune.fit`.
+                   learning_rate: float = 2e-5, n_levels: int = 4, loss: str = "cosent",
+                   seed: int = SEED) -> dict:
+    """Fine-tune a bi-encoder on graded pairs, ``max_steps`` steps of about ``batch_size`` pairs.
+
+    ``loss="cosent"``: CoSENT over ``level / top level`` through :func:`cookbook.finetune.fit`;
+    it ranks every pair of pairs in a batch by their grades, across queries too (a grade-1 pair
+    of one query must score above a grade-0 pair of another). ``loss="listwise"``: the
+    per-query loss of :func:`train_listwise`, which only compares documents for the same query.
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
+    if loss not in EMBEDDER_LOSSES:
+        raise GradedError(f"loss={loss!r}: use one of {EMBEDDER_LOSSES}")
+    assert_no_eval_leak(pairs, data, "embedding training pairs")
+    if loss == "listwise":
+        return train_listwise(model, pairs, data, max_steps=max_steps, batch_size=batch_size,
+                              learning_rate=learning_rate, seed=seed)
     try:
         from sentence_transformers.sentence_transformer.losses import CoSENTLoss
     except ImportError:  # older sentence-transformers
         from sentence_transformers.losses import CoSENTLoss
 
-    assert_no_eval_leak(pairs, data, "embedding training pairs")
     return fit(model, embedding_dataset(pairs, data, n_levels), CoSENTLoss(model), max_steps=max_steps,
                batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+
+
+def train_listwise(model, pairs: pd.DataFrame, data, *, max_steps: int, batch_size: int = 16,
+                   learning_rate: float = 2e-5, scale: float = 20.0, seed: int = SEED) -> dict:
+    """A per-query listwise loss (ListNet-style) for many graded pairs per query.
+
+    Each step takes whole queries (in a seeded, shuffled order) until it holds about
+    ``batch_size`` labelled pairs. For query ``i`` the candidates are every document of the
+    batch: its own labelled documents with their levels, the other queries' documents at level 0
+    (in-batch negatives, so a synthetic query with one document still has a list). The target
+    is the gain ``2**level - 1`` normalised over the candidates; the loss is the cross-entropy
+    between it and the softmax of ``scale * cosine`` (queries with no gain are skipped). Unlike
+    CoSENT, grades are only compared within a query. Returns ``{"steps", "seconds", "loss"}``.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    import torch
+
+    if max_steps < 1 or batch_size < 1:
+        raise GradedError(f"max_steps and batch_size must be >= 1 (got {max_steps}, {batch_size})")
+    groups: dict[str, dict[str, int]] = {}
+    for q, d, lv in zip(pairs["query"], pairs["doc_id"], pairs["level"]):
+        groups.setdefault(q, {})[d] = max(int(lv), groups.get(q, {}).get(d, 0))
+    queries = [q for q, docs in groups.items() if max(docs.values()) > 0]
+    if len(queries) < 2:
+        raise GradedError("listwise training needs at least 2 queries with a relevant document")
+    rng, order = random.Random(seed), []
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    losses, started = [], time.perf_counter()
+
+    def embed(texts):
+        prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in newer sentence-transformers
+        features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in prepare(texts).items()}
+        return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+
+    for _ in range(max_steps):
+        batch, n_pairs = [], 0
+        while n_pairs < batch_size and len(batch) < len(queries):
+            if not order:
+                order = rng.sample(queries, len(queries))
+            q = order.pop()
+            if q not in batch:
+                batch.append(q)
+                n_pairs += len(groups[q])
+        doc_ids = sorted({d for q in batch for d in groups[q]})
+        gains = torch.tensor([[2.0 ** groups[q].get(d, 0) - 1.0 for d in doc_ids] for q in batch])
+        target = gains / gains.sum(dim=1, keepdim=True)
+        scores = scale * embed(batch) @ embed([data.doc_text(d) for d in doc_ids]).T
+        loss = -(target * torch.log_softmax(scores, dim=1)).sum(dim=1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.item()))
+    model.eval()
+    return {"steps": max_steps, "seconds": round(time.perf_counter() - started, 1),
+            "loss": round(float(np.mean(losses[-5:])), 4), "first_loss": round(losses[0], 4)}

@@ -7,6 +7,8 @@ Taught in: notebooks/30_synthesize_graded_relevance.ipynb
 from __future__ import annotations
 
 import json
+import math
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,13 +27,81 @@ from cookbook.ssra.levels import GradedError, check_levels
 
 
 SCORE_MODEL_KINDS = ("embedding", "cross-encoder")
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+class LexicalFeatures:
+    """What the student's embedding does not see: exact term matches of query and document.
+
+    Built on the corpus's document texts (document frequencies, mean length). For a pair it
+    gives five numbers: the BM25 score (k1 = 1.5, b = 0.75, log1p), the share of query terms
+    found in the document, the same share weighted by IDF, the share of query terms in the
+    document's head (its first ``head`` tokens: the title of ``"title: text"``), and the number
+    of query terms (log1p). A frozen MiniLM embedding blurs exact identifiers
+    (``numpy.linalg.norm`` against ``numpy.linalg.det``); these features keep them.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+
+    names = ("bm25", "term overlap", "idf overlap", "head overlap", "query terms")
+
+    def __init__(self, documents: Sequence[str] = (), *, head: int = 8, k1: float = 1.5, b: float = 0.75,
+                 df: dict | None = None, n_docs: int | None = None, avg_len: float | None = None):
+        self.head, self.k1, self.b = int(head), float(k1), float(b)
+        if df is None:
+            df = {}
+            lengths = []
+            for text in documents:
+                toks = _tokens(text)
+                lengths.append(len(toks))
+                for t in set(toks):
+                    df[t] = df.get(t, 0) + 1
+            n_docs, avg_len = len(lengths), (float(np.mean(lengths)) if lengths else 1.0)
+        if not n_docs:
+            raise GradedError("lexical features need the corpus's document texts")
+        self.df, self.n_docs, self.avg_len = dict(df), int(n_docs), float(avg_len or 1.0)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def idf(self, term: str) -> float:
+        n = self.df.get(term, 0)
+        return math.log(1 + (self.n_docs - n + 0.5) / (n + 0.5))
+
+    def pair(self, query: str, document: str) -> list[float]:
+        q, d = set(_tokens(query)), _tokens(document)
+        if not q:
+            return [0.0] * len(self)
+        tf: dict[str, int] = {}
+        for t in d:
+            tf[t] = tf.get(t, 0) + 1
+        norm = self.k1 * (1 - self.b + self.b * len(d) / self.avg_len)
+        bm25 = sum(self.idf(t) * tf[t] * (self.k1 + 1) / (tf[t] + norm) for t in q if t in tf)
+        idf_all = sum(self.idf(t) for t in q)
+        idf_hit = sum(self.idf(t) for t in q if t in tf)
+        head = set(d[:self.head])
+        return [math.log1p(bm25), len(q & set(tf)) / len(q), idf_hit / idf_all if idf_all else 0.0,
+                len(q & head) / len(q), math.log1p(len(q))]
+
+    def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        return np.array([self.pair(q, d) for q, d in zip(queries, documents)], dtype=np.float32).reshape(-1, len(self))
+
+    def state(self) -> dict:
+        return {"head": self.head, "k1": self.k1, "b": self.b, "df": self.df, "n_docs": self.n_docs,
+                "avg_len": self.avg_len}
 
 
 class EmbeddingScoreModel:
     """A level classifier on frozen bi-encoder embeddings (SBERT-classifier style).
 
     For a (query, document) pair with normalised embeddings ``u`` and ``v`` the features are
-    ``[u * v, |u - v|, cos(u, v)]``; they are standardised with the training set's mean and
+    ``[u * v, |u - v|, cos(u, v)]``, plus the :class:`LexicalFeatures` of the pair when
+    ``lexical`` is given (BM25, term overlaps: what the student's own embedding does not know);
+    they are standardised with the training set's mean and
     standard deviation and go through a small softmax head with one output per level (input
     dropout, then one ReLU layer of ``hidden`` units; ``hidden=0``: linear). Training is
     full-batch AdamW with (decoupled) weight decay and class weights (inverse level frequency, so the common level 0 does not swamp the rare
@@ -52,13 +122,13 @@ class EmbeddingScoreModel:
 
     def __init__(self, embedder, n_levels: int = 4, *, hidden: int = 64, epochs: int = 300,
                  learning_rate: float = 1e-2, weight_decay: float = 1.0, dropout: float = 0.5,
-                 class_weights: bool = True, seed: int = SEED):
+                 class_weights: bool = True, lexical: LexicalFeatures | None = None, seed: int = SEED):
         if n_levels < 2:
             raise GradedError(f"n_levels={n_levels}: a score model needs at least 2 levels")
         self.embedder, self.num_labels = embedder, int(n_levels)
         self.hidden, self.epochs, self.learning_rate = int(hidden), int(epochs), float(learning_rate)
         self.weight_decay, self.class_weights, self.seed = float(weight_decay), bool(class_weights), int(seed)
-        self.dropout = float(dropout)
+        self.dropout, self.lexical = float(dropout), lexical
         dim_of = getattr(embedder, "get_embedding_dimension", None) or embedder.get_sentence_embedding_dimension
         self.dim = int(dim_of())
         self._memo: dict[str, np.ndarray] = {}
@@ -70,12 +140,13 @@ class EmbeddingScoreModel:
 
     @property
     def n_features(self) -> int:
-        return 2 * self.dim + 1
+        return 2 * self.dim + 1 + (len(self.lexical) if self.lexical is not None else 0)
 
     def config(self) -> dict:
         return {"kind": self.kind, "n_levels": self.num_labels, "hidden": self.hidden, "epochs": self.epochs,
                 "learning_rate": self.learning_rate, "weight_decay": self.weight_decay, "dropout": self.dropout,
-                "class_weights": self.class_weights, "seed": self.seed, "dim": self.dim}
+                "class_weights": self.class_weights, "seed": self.seed, "dim": self.dim,
+                "lexical": self.lexical is not None}
 
     def _new_head(self):
         import torch
@@ -108,12 +179,16 @@ class EmbeddingScoreModel:
         return np.stack([self._memo[key + t] for t in texts]).astype(np.float32)
 
     def features(self, queries: Sequence[str], documents: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n, 2 * dim + 1)`` raw features ``[u * v, |u - v|, cos(u, v)]`` of the pairs."""
+        """``(n, n_features)`` raw features ``[u * v, |u - v|, cos(u, v)]`` of the pairs (then the
+        lexical features, when the model has them)."""
         if len(queries) != len(documents):
             raise GradedError(f"{len(queries)} queries but {len(documents)} documents")
         u = self._embed(list(queries), False, batch_size)
         v = self._embed(list(documents), True, batch_size)
-        return np.concatenate([u * v, np.abs(u - v), (u * v).sum(axis=1, keepdims=True)], axis=1)
+        parts = [u * v, np.abs(u - v), (u * v).sum(axis=1, keepdims=True)]
+        if self.lexical is not None:
+            parts.append(self.lexical(list(queries), list(documents)))
+        return np.concatenate(parts, axis=1)
 
     # -- training and prediction ------------------------------------------------------------
     def fit(self, queries: Sequence[str], documents: Sequence[str], levels: Sequence[int], *,
@@ -181,6 +256,8 @@ class EmbeddingScoreModel:
         config = {**self.config(), "trained": self.trained, "embedder_fingerprint": model_fingerprint(self.embedder),
                   "embedder": str(getattr(self.embedder, "name_or_path", "") or "")}
         (folder / "score_model.json").write_text(json.dumps(config, indent=1))
+        if self.lexical is not None:
+            (folder / "lexical.json").write_text(json.dumps(self.lexical.state()))
         return folder
 
 
@@ -208,7 +285,9 @@ def load_score_model(path, *, embedder=None):
                           "embedder's (fingerprints differ); pass the embedder it was built with")
     model = EmbeddingScoreModel(embedder, config["n_levels"], hidden=config["hidden"], epochs=config["epochs"],
                                 learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],
-                                dropout=config.get("dropout", 0.0), class_weights=config["class_weights"], seed=config["seed"])
+                                dropout=config.get("dropout", 0.0), class_weights=config["class_weights"],
+                                lexical=(LexicalFeatures(**json.loads((folder / "lexical.json").read_text()))
+                                         if config.get("lexical") else None), seed=config["seed"])
     model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
     model.head.eval()
     stats = np.load(folder / "standardize.npz")
@@ -223,12 +302,15 @@ def score_model_kind(model) -> str:
 
 
 def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, max_length: int = 128,
-                hidden: int = 64, epochs: int = 300, seed: int = SEED):
+                hidden: int = 64, epochs: int = 300, lexical_corpus: Sequence[str] | None = None,
+                seed: int = SEED):
     """A fresh score model with one output per level.
 
     ``kind="embedding"`` (default): an :class:`EmbeddingScoreModel`, a softmax head on the
     frozen embeddings of ``embedder`` (default: the MiniLM embedder, ``max_length`` tokens);
-    it trains in seconds on a CPU. ``kind="cross-encoder"``: the issue's design, a
+    it trains in seconds on a CPU. With ``lexical_corpus`` (the corpus's document texts) it
+    also reads :class:`LexicalFeatures` (BM25 and term overlaps), which the student's own
+    embedding does not know. ``kind="cross-encoder"``: the issue's design, a
     ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the backbone of the
     given SentenceTransformer, which is how tests get a tiny one); it reads query and document
     together but needs many steps (a GPU, the ``full`` profile) before it learns the levels.
@@ -246,7 +328,8 @@ def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, ma
         if embedder is None:
 
             embedder = load_embedder(max_seq_length=max_length)
-        return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, seed=seed)
+        lexical = LexicalFeatures(lexical_corpus) if lexical_corpus is not None else None
+        return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, lexical=lexical, seed=seed)
     torch.manual_seed(seed)  # the new head is random
     if embedder is None:
 
