@@ -278,7 +278,6 @@ def batch_cosines(model, pairs: pd.DataFrame, data, *, batch_size: int = 16, n_b
 
     Taught in: notebooks/31_train_with_graded_targets_bixse.ipynb
     """
-    from cookbook.retrieval import encode
 
     _check_pairs(pairs, data)
     if len(pairs) < 2:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from cookbook import evaluate, negatives, querygen
+from cookbook import evaluate, negatives, querygen, retrieval
 from cookbook.config import SEED
 from cookbook.models import load_cross_encoder
 
@@ -556,7 +556,6 @@ class FirstStagePrior:
         self._queries: dict[str, np.ndarray] = {}
 
     def _query_vectors(self, queries) -> np.ndarray:
-        from cookbook import retrieval
 
         new = [q for q in dict.fromkeys(queries) if q not in self._queries]
         if new:
@@ -565,7 +564,6 @@ class FirstStagePrior:
         return np.stack([self._queries[q] for q in queries])
 
     def _doc_vectors(self, texts) -> np.ndarray:
-        from cookbook import retrieval
 
         rows = [self.doc_row.get(t) for t in texts]
         out = np.zeros((len(texts), self.index.embeddings.shape[1]), dtype=np.float32)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cookbook import evaluate
 from cookbook.beir import normalize_text
 from cookbook.config import SEED
 from cookbook.models import load_causal_lm, resolve, save_model
@@ -561,7 +562,6 @@ def dev_score(retriever, dev_chunks: list[dict], metric: str = "nDCG@10") -> flo
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
-    from cookbook import evaluate
 
     run, qrels = dev_run(retriever, dev_chunks)
     return float(evaluate.evaluate(run, qrels, (metric,))[0][metric])
