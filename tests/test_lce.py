@@ -167,6 +167,8 @@ def test_recipe_on_tiny_beir_saves_a_loadable_reranker(tmp_path, tiny_model, wit
     report = recipes.lce.recipe(data, tmp_path, embedder=tiny_model, llm=QLStub(), steps=2, n_docs=8,
                       group_size=3, label_depth=4, batch_size=2, max_length=48)
     assert report["recipe"] == "lce" and report["steps"] == 2 and report["train_pairs"] > 0
+    labelled = report["groups"]["train labels"]  # the folder's own train qrels become groups too
+    assert (labelled == len(R.labelled_pairs(data, "train")[0]) > 0) if with_train else labelled == 0
     assert tuple(report["before"]) == tuple(report["after"]) == recipes.common.report_measures(data)
     assert report["comparison"]["queries"] == len(data.qrels["test"])
     loaded = CrossEncoder(str(tmp_path / "model"))

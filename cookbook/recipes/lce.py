@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
+
 from cookbook import evaluate
 from cookbook import lce as technique
 from cookbook.config import SEED, seed_everything
@@ -18,13 +20,17 @@ from cookbook.recipes.common import RecipeError
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 800,
         n_samples: int = 2, group_size: int = 8, label_depth: int = 30, batch_size: int = 4,
         rerank_depth: int = 20, max_length: int = 128, learning_rate: float = 1e-4, dev_every: int = 50,
-        dev_queries: int = 100, verify: bool = False, margin: float = 0.0, seed: int = SEED) -> dict:
+        dev_queries: int = 100, verify: bool = False, margin: float = 0.0, train_labels: bool = True,
+        seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the reranker to ``out_dir/"model"``.
 
     LLM queries for ``n_docs`` sampled documents (round-trip consistency filter) -> groups of
     ``group_size``: the positive and negatives sampled from the dense first stage's top
     ``label_depth`` (``verify=True`` keeps only those the LLM's query likelihood confirms) ->
-    the residual reranker ``s = a * cos + f`` (``f``'s output layer at zero, so step 0 is the
+    ``train_labels=True`` adds the folder's own train qrels, when it has them, as more groups
+    (the best-graded document the positive, the query's other relevant documents never a
+    negative): on the embedded corpus, human train queries are the data that moved the dev
+    check (notebook 40) -> the residual reranker ``s = a * cos + f`` (``f``'s output layer at zero, so step 0 is the
     first stage exactly) trained with :class:`cookbook.lce.LCELoss` (``batch_size`` groups a
     step; ``steps=None``: at most two passes over the groups, at most 150 steps) -> the
     checkpoint with the best dev nDCG@10 (the folder's ``dev`` split, else 15% of the synthetic
@@ -51,6 +57,14 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         labelled = (technique.label_candidates(cands, llm, data, margin=margin) if verify
                     else cands.assign(negative=True))
     groups = technique.localized_groups(labelled, pairs, data, group_size=group_size, seed=seed)
+    n_synthetic, n_labelled = len(groups), 0
+    human, exclude = technique.labelled_pairs(data, "train") if train_labels else (pd.DataFrame(), {})
+    if len(human):  # the folder's own train labels, when it has them
+        human_groups = technique.localized_groups(
+            technique.first_stage_candidates(before.index, human, data, depth=label_depth).assign(negative=True),
+            human, data, group_size=group_size, seed=seed, exclude=exclude)
+        groups = pd.concat([groups, human_groups.assign(pair=human_groups["pair"] + len(pairs))], ignore_index=True)
+        n_labelled = len(human_groups)
     # 4. the dev check: the folder's dev split, else held-out synthetic pairs (never test queries)
     dev_name, dev_q, dev_qrels, groups = _dev_split(data, groups, dev_queries, seed)
     if groups.empty:
@@ -84,7 +98,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     return common.finish("lce", before, model, out_dir, after_run=reranked, after_fine=fine, llm_usage=usage,
                          dev={"name": dev_name, "comparison": dev_cmp} if dev_cmp else None,
                          base="the dense first stage",
-                         decision=decision, train_pairs=int(len(pairs)), groups=int(len(groups)),
+                         decision=decision, train_pairs=int(len(groups)),
+                         groups={"synthetic": int(n_synthetic), "train labels": int(n_labelled)},
                          group_size=int(group_size), residual_scale=round(scale, 3),
                          positive_below_top1=round(float((cands.groupby("pair")["pos_rank"].first() > 1).mean()), 3)
                          if len(cands) else None,
