@@ -299,8 +299,17 @@ def batch_cosines(model, pairs: pd.DataFrame, data, *, batch_size: int = 16, n_b
     return np.concatenate(labelled), np.concatenate(in_batch), np.concatenate(target)
 
 
-def starting_values(labelled, in_batch, target, *, p_positive: float = 0.9, split: float = 0.5) -> dict:
+def starting_values(labelled, in_batch, target, *, p_positive: float = 0.9, split: float = 0.5,
+                    rule: str = "midpoint") -> dict:
     """Scale ``t`` and bias ``b`` from measured cosines, so that the loss starts switched on.
+
+    ``rule="fit"``: ``t`` and ``b`` are the maximum-likelihood logistic fit of the loss's own
+    targets (each labelled pair's target, 0 for every in-batch pair) on the measured cosines
+    (:func:`fit_logistic`): the start where the BCE is lowest while the encoder is still the
+    base model, so the encoder's first gradients carry only what the calibration cannot explain.
+    ``c* = -b / t``; ``p_positive`` and ``split`` are not used.
+
+    ``rule="midpoint"`` (the default):
 
     ``c_pos``: the target-weighted mean cosine of the labelled pairs (what a positive looks like
     to the base model); ``c_neg``: the mean in-batch cosine. The decision point ``c*`` lies
@@ -317,14 +326,24 @@ def starting_values(labelled, in_batch, target, *, p_positive: float = 0.9, spli
         raise BiXSEInputError(f"p_positive={p_positive!r} must be in (0.5, 1) and split={split!r} in (0, 1)")
     if target.sum() <= 0:
         raise BiXSEInputError("starting_values: no labelled pair has a target above 0")
+    if rule not in ("midpoint", "fit"):
+        raise BiXSEInputError(f"starting_values: unknown rule {rule!r}; use 'midpoint' or 'fit'")
     c_pos = float((target * labelled).sum() / target.sum())
     c_neg = float(in_batch.mean())
     if c_pos <= c_neg:
         raise BiXSEInputError(f"labelled pairs (cosine {c_pos:.3f}) are not closer than in-batch pairs "
                               f"({c_neg:.3f}): the base model cannot place a decision point between them")
-    c_star = c_neg + split * (c_pos - c_neg)
-    scale = math.log(p_positive / (1 - p_positive)) / (c_pos - c_star)
-    bias = -scale * c_star
+    if rule == "fit":
+        scale, bias = fit_logistic(np.concatenate([labelled, in_batch]),
+                                   np.concatenate([target, np.zeros(len(in_batch))]), l2=0.0)
+        if scale <= 0:
+            raise BiXSEInputError(f"starting_values: the logistic fit has scale {scale:.3f} <= 0 (targets do not "
+                                  "rise with cosine on these batches); use rule='midpoint'")
+        c_star = -bias / scale
+    else:
+        c_star = c_neg + split * (c_pos - c_neg)
+        scale = math.log(p_positive / (1 - p_positive)) / (c_pos - c_star)
+        bias = -scale * c_star
     return {"scale": scale, "bias": bias, "c_star": c_star, "c_pos": c_pos, "c_neg": c_neg,
             "p_max": 1 / (1 + math.exp(-(scale + bias))), "p_min": 1 / (1 + math.exp(scale - bias))}
 

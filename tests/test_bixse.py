@@ -127,6 +127,27 @@ def test_starting_values_put_positives_high_and_in_batch_pairs_low():
         X.starting_values(in_batch[:4], labelled, target)
 
 
+def test_fitted_start_is_the_loss_minimum_of_the_frozen_model():
+    rng = np.random.default_rng(1)
+    labelled = rng.normal(0.55, 0.1, 64)
+    target = np.clip((labelled - 0.3) * 2, 0, 1)
+    in_batch = rng.normal(0.15, 0.1, 64 * 15)
+    sv = X.starting_values(labelled, in_batch, target, rule="fit")
+    assert sv["scale"] > 0 and sv["bias"] == pytest.approx(-sv["scale"] * sv["c_star"])
+
+    def bce(t, b):  # the loss's mean BCE over labelled and in-batch pairs with the encoder frozen
+        c = np.concatenate([labelled, in_batch])
+        y = np.concatenate([target, np.zeros(len(in_batch))])
+        z = t * c + b
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    best = bce(sv["scale"], sv["bias"])
+    for dt, db in ((1, 0), (-1, 0), (0, 0.5), (0, -0.5)):
+        assert bce(sv["scale"] + dt, sv["bias"] + db) > best
+    with pytest.raises(X.BiXSEInputError, match="unknown rule"):
+        X.starting_values(labelled, in_batch, target, rule="siglip")
+
+
 def test_fit_logistic_recovers_a_known_curve():
     rng = np.random.default_rng(0)
     x = rng.normal(-2, 1.5, 4000)

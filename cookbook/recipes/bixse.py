@@ -81,7 +81,8 @@ def _versus(report, before, data, model, bixse_run, bixse_fine, n_pairs, seed):
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_candidates: int = 20,
           batch_size: int = 16, learning_rate: float = 5e-5, targets: str = "structural", n_docs: int = 40,
           n_samples: int = 2, consistency_k: int = 10, max_seq_length: int | None = None,
-          warmup: float = 0.1, param_lr: float = 1e-2, p_positive: float = 0.9, baseline: str | None = None,
+          warmup: float = 0.1, param_lr: float = 1e-2, start_rule: str = "fit", p_positive: float = 0.9,
+          baseline: str | None = None,
           seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
 
@@ -92,8 +93,10 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     documents, each with its source document as a target-1 pair. ``steps=None`` trains one epoch.
 
     The scale and bias start from the base model's cosines on training batches
-    (:func:`cookbook.bixse.starting_values`: a typical labelled pair at ``p_positive``, a typical
-    in-batch pair near ``1 - p_positive``) and learn at ``param_lr``, their own learning rate.
+    (:func:`cookbook.bixse.starting_values`; ``start_rule="fit"``: the logistic fit of the
+    targets on those cosines, the start notebook 31 chose on its dev split; ``"midpoint"``: a
+    typical labelled pair at ``p_positive``, a typical in-batch pair near ``1 - p_positive``) and
+    learn at ``param_lr``, their own learning rate.
     ``baseline="infonce"`` also trains InfoNCE (MNRL) on the same pairs (those that count as
     relevant) with the same steps and seed, and reports it beside BiXSE (``report["baseline"]``,
     one more clause in the verdict): did the loss help, or the data?
@@ -122,7 +125,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     # 3. the starting scale and bias, from the base model's cosines on training batches
     try:
         start = technique.starting_values(*technique.batch_cosines(base, pairs, data, batch_size=batch_size,
-                                                                   seed=seed), p_positive=p_positive)
+                                                                   seed=seed), p_positive=p_positive,
+                                           rule=start_rule)
     except technique.BiXSEInputError as err:  # e.g. every target 0, or a base model at random
         start = {"scale": 10.0, "bias": -10.0, "fallback": str(err)}
     # 4. BiXSE: BCE over every (query, document) pair of the batch; t and b at their own learning rate
