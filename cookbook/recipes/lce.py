@@ -26,12 +26,12 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
 
     LLM queries for ``n_docs`` sampled documents (round-trip consistency filter) -> groups of
     ``group_size``: the positive and negatives sampled from the dense first stage's top
-    ``label_depth`` (``verify=True`` keeps only those the LLM's query likelihood confirms) ->
-    ``train_labels=True`` adds the folder's own train qrels, when it has them, as more groups
-    (the best-graded document the positive, the query's other relevant documents never a
-    negative): on the embedded corpus, human train queries are the data that moved the dev
-    check (notebook 40) -> the residual reranker ``s = a * cos + f`` (``f``'s output layer at zero, so step 0 is the
-    first stage exactly) trained with :class:`cookbook.lce.LCELoss` (``batch_size`` groups a
+    ``label_depth`` (``verify=True`` keeps only those the LLM's query likelihood confirms),
+    plus, with ``train_labels=True``, one group per train query of the folder's own qrels when
+    it has them (the best-graded document the positive, the query's other relevant documents
+    never a negative; on the embedded corpus these are the data that moved the dev check,
+    notebook 40) -> the residual reranker ``s = a * cos + f`` (``f``'s output layer at zero, so
+    step 0 is the first stage exactly) trained with :class:`cookbook.lce.LCELoss` (``batch_size`` groups a
     step; ``steps=None``: at most two passes over the groups, at most 150 steps) -> the
     checkpoint with the best dev nDCG@10 (the folder's ``dev`` split, else 15% of the synthetic
     pairs held out); **if that checkpoint does not beat the first stage on the dev check
@@ -65,7 +65,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
             human, data, group_size=group_size, seed=seed, exclude=exclude)
         groups = pd.concat([groups, human_groups.assign(pair=human_groups["pair"] + len(pairs))], ignore_index=True)
         n_labelled = len(human_groups)
-    # 4. the dev check: the folder's dev split, else held-out synthetic pairs (never test queries)
+    # 4. the dev check: the folder's dev split, else held-out training groups (never test queries)
     dev_name, dev_q, dev_qrels, groups = _dev_split(data, groups, dev_queries, seed)
     if groups.empty:
         raise RecipeError("every synthetic group went to the dev check: raise n_docs")
