@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cookbook import recipes
+from cookbook import evaluate, recipes
 from cookbook import revela as R
 
 
@@ -179,6 +179,30 @@ def test_recipe_on_binary_beir_saves_a_loadable_model(tiny_beir, tiny_lm, embedd
     torch.testing.assert_close(torch.tensor(loaded.encode([text])), torch.tensor(embedder.encode([text])))
     with pytest.raises(recipes.RecipeError, match="grouping='nearby'"):
         recipes.revela.recipe(tiny_beir, tmp_path, embedder=embedder, llm=(tokenizer, lm), steps=1, grouping="nearby")
+
+
+def test_recipe_keeps_the_base_model_without_a_dev_gain(tiny_beir, tiny_lm, embedder, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    text = tiny_beir.doc_text(next(iter(tiny_beir.corpus)))
+    base = torch.tensor(embedder.encode([text]))
+    tokenizer, lm = _fresh(tiny_lm)
+    kept = recipes.revela.recipe(tiny_beir, tmp_path / "guard", embedder=embedder, llm=(tokenizer, lm), steps=2,
+                                 batch_size=2, chunk_tokens=8, learning_rate=1e-3, strength=0.5, normalize=False)
+    saved = torch.tensor(SentenceTransformer(str(tmp_path / "guard" / "model"), device="cpu").encode([text]))
+    if evaluate.verdict(kept["dev"]["comparison"]) == "better":
+        assert kept["decision"] == "kept the trained model" and not torch.allclose(saved, base, atol=1e-6)
+    else:  # the dev check saw no gain: the base weights are saved and evaluated, and the verdict says so
+        assert kept["decision"].startswith("kept the base model") and "kept the base model" in kept["verdict"]
+        torch.testing.assert_close(saved, base)
+        assert kept["comparison"]["diff"] == 0 and "trained_model_test_ndcg10" in kept
+    tokenizer, lm = _fresh(tiny_lm)
+    trained = recipes.revela.recipe(tiny_beir, tmp_path / "trained", embedder=embedder, llm=(tokenizer, lm), steps=2,
+                                    batch_size=2, chunk_tokens=8, learning_rate=1e-3, strength=0.5, normalize=False,
+                                    keep_base_without_gain=False)
+    assert trained["decision"] == "kept the trained model" and "kept the base" not in trained["verdict"]
+    moved = torch.tensor(SentenceTransformer(str(tmp_path / "trained" / "model"), device="cpu").encode([text]))
+    assert not torch.allclose(moved, base, atol=1e-6)
 
 
 def test_recipe_without_test_split(tiny_beir, tiny_lm, embedder, tmp_path):

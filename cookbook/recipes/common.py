@@ -162,6 +162,9 @@ def verdict_line(report: dict) -> str:
         word = evaluate.verdict(d)
         line += (f"; {word}{' than' if word != 'no significant difference' else ' from'} it on the dev check "
                  f"({dev.get('name', 'dev')}: {d['diff']:+.4f}, p={d['t_p']:.2g})")
+    decision = str(report.get("decision", ""))
+    if decision.startswith(("kept the base model", "kept the first stage")):  # what the recipe saved
+        line += f"; {decision.split(':')[0]}"
     return line
 
 

@@ -16,7 +16,7 @@ from cookbook.recipes.common import RecipeError
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_size: int = 8,
            chunk_tokens: int = 64, tau: float = 0.05, learning_rate: float = 2e-5, max_chunks: int | None = 4000,
            dev_chunks: int = 200, grouping: str = "bm25", strength: float | None = None,
-           normalize: bool | None = None, seed: int = SEED) -> dict:
+           normalize: bool | None = None, keep_base_without_gain: bool = True, seed: int = SEED) -> dict:
     """Revela on any ``RetrievalData``: train ``embedder`` through the LM for exactly ``steps``
     batches (cycling over the batches when there are fewer), save it, report.
 
@@ -25,7 +25,11 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_siz
     :func:`cookbook.revela.calibrate_strength` on two training batches. The dev check needs no
     labels either: up to ``dev_chunks`` held-out chunks (a fifth of the chunks at most) whose
     first half must retrieve their own chunk, before and after (:func:`cookbook.revela.dev_run`);
-    the report's first line gives its verdict beside the test split's.
+    the report's first line gives its verdict beside the test split's. With
+    ``keep_base_without_gain=True`` (default) the recipe does no harm it can see without labels:
+    **when the trained model does not beat the base model on the dev check (paired t-test,
+    p < 0.05), the base model's weights are what it saves and evaluates**, and the report says
+    so (``decision``) with the trained model's test nDCG@10 beside it, for information only.
 
     Taught in: notebooks/60_learn_retriever_by_language_modeling_revela.ipynb
     """
@@ -45,6 +49,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_siz
     batches = make(chunks, batch_size=batch_size, seed=seed)
     technique.check_no_query_text(chunks, batches, data)
     dev_before, dev_qrels = technique.dev_run(retriever, held_out)
+    base_state = {k: v.detach().clone() for k, v in retriever.state_dict().items()}
     # 3. the strength of the cross-chunk attention, calibrated on two batches unless given
     if strength is None or normalize is None:
         best = technique.calibrate_strength(lm, tokenizer, chunks, batches[:2], max_length=chunk_tokens).attrs["best"]
@@ -54,14 +59,23 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_siz
     trained = technique.train(retriever, lm, tokenizer, chunks, batches, steps=steps, tau=tau,
                               learning_rate=learning_rate, max_length=chunk_tokens, normalize=normalize,
                               strength=strength, seed=seed)
-    # 5. after: the test split (when there is one) and the dev check; verdict, report
-    index, run = common.dense_run(retriever, before)
+    # 5. the dev check decides which weights the recipe keeps; then the test split (when there is one)
     dev_after, _ = technique.dev_run(retriever, held_out)
     dev = {"name": "held-out chunks", "chunks": len(held_out),
            "comparison": evaluate.compare(dev_before, dev_after, dev_qrels, "nDCG@10")}
+    index, run = common.dense_run(retriever, before)
+    decision, not_kept = "kept the trained model", {}
+    if keep_base_without_gain and evaluate.verdict(dev["comparison"]) != "better":
+        if run is not None:  # what the discarded model would have scored, for the report only
+            trained_ndcg = evaluate.evaluate(run, data.qrels["test"], ("nDCG@10",))[0]["nDCG@10"]
+            not_kept = {"trained_model_test_ndcg10": round(float(trained_ndcg), 4)}
+        retriever.load_state_dict(base_state)
+        index, run = common.dense_run(retriever, before)
+        decision = ("kept the base model: the trained model did not beat it on the dev check "
+                    "(keep_base_without_gain=False keeps the trained one)")
     return common.finish(
         "revela", before, retriever, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
-        dev=dev, llm_usage={"lm_forward_passes": 2 * trained["steps"],
+        dev=dev, decision=decision, **not_kept, llm_usage={"lm_forward_passes": 2 * trained["steps"],
                             "lm_tokens": 2 * trained["steps"] * batch_size * chunk_tokens},
         train_pairs=0, steps=trained["steps"], batches=len(batches), epochs=trained["epochs"],
         chunks=len(chunks), batch_size=batch_size, tau=tau, grouping=grouping, strength=strength,
