@@ -468,3 +468,58 @@ def test_listwise_loss_trains_and_bad_loss_is_refused(tiny_data, tiny_model):
     assert report["steps"] == 3 and report["loss"] >= 0
     with pytest.raises(G.GradedError, match="loss="):
         G.train_embedder(model, pairs, tiny_data, max_steps=1, loss="pairwise")
+
+
+def test_ranking_features_place_the_pair_in_the_corpus_and_roundtrip(tmp_path):
+    import numpy as np
+
+    vocab = [f"w{i}" for i in range(12)]
+    emb = BagOfWords(vocab)
+    docs = ["w0 w1 w2", "w0 w1 w3", "w0 w4 w5", "w6 w7 w8"]
+    rank = G.RankingFeatures(docs, top=2)
+    u = emb.encode(["w0 w1 w2"] * 3)
+    v = emb.encode([docs[0], docs[1], docs[3]])
+    feats = rank(u, v, emb.encode)
+    assert feats.shape == (3, len(G.RankingFeatures.names)) == (3, 4)
+    # its own document ranks first with no gap; the twin second; an unrelated one last, far from the top hits
+    assert feats[0, 0] == 0.0 and feats[0, 1] == pytest.approx(0.0, abs=1e-6)
+    assert feats[1, 0] == pytest.approx(np.log(2)) and 0 < feats[1, 1] < feats[2, 1]
+    assert feats[0, 2] == pytest.approx(1.0) and feats[2, 2] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(G.GradedError, match="document texts"):
+        G.RankingFeatures([])
+    # the compact score model: cosine + lexical + ranking features, no embedding vectors
+    train = _overlap_pairs(120, 0, vocab)
+    texts = sorted(set(train["doc_id"]))
+    model = G.score_model(4, embedder=emb, lexical_corpus=texts, ranking_corpus=texts, vectors=False, hidden=16,
+                          dropout=0.1, weight_decay=0.01, seed=1)
+    assert model.n_features == 1 + 5 + 4
+    G.train_score_model(model, train, _TextAsId())
+    pairs = list(zip(train["query"][:6], train["doc_id"][:6]))
+    loaded = G.load_score_model(model.save(tmp_path / "rank"), embedder=emb)
+    assert loaded.ranking is not None and not loaded.vectors
+    assert np.allclose(loaded.predict(pairs), model.predict(pairs), atol=1e-6)
+
+
+def test_loop_labels_the_first_stage_neighbours(tiny_data, tiny_model, tiny_index):
+    human = G.human_pairs(tiny_data, "train", retriever=tiny_index, depth=3, n_random=1)
+    scorer = G.score_model(4, embedder=tiny_model, max_length=32)
+    G.train_score_model(scorer, human, tiny_data)
+    docs = sorted(tiny_data.corpus)
+    with pytest.raises(G.GradedError, match="pool_depth"):
+        G.collaborate(tiny_data, human, scorer, docs, rounds=1, pool_depth=2,
+                      train_query_model=lambda ex, r: ScriptedLLM())
+    loop = G.collaborate(tiny_data, human, scorer, docs, rounds=2, train_query_model=lambda ex, r: ScriptedLLM(),
+                         threshold=0.0, mode="relabel", n_samples=2, temperature=0.8, retriever=tiny_index,
+                         pool_depth=2, pool_levels=(1, 2, 3))
+    pool = loop.pool
+    assert len(pool) and set(pool["round"]) <= {1, 2}
+    # never the document the query was written for; at most 2 neighbours per query
+    assert (pool["doc_id"] != pool["written_for"]).all() and pool.groupby(["round", "query"]).size().max() <= 2
+    taken = loop.accepted[loop.accepted["via"] == "pool"]
+    assert len(taken) == int(pool["accepted"].sum()) and set(taken["level"]) <= {1, 2, 3}
+    assert (pool[pool["accepted"]]["pred"] >= 1).all()
+    for r in (1, 2):
+        report = loop.reports[r - 1]
+        assert report["pool accepted"] == int(((taken["round"] == r)).sum())
+    assert not loop.accepted.duplicated(["query", "doc_id"]).any()
+    G.assert_no_eval_leak(loop.accepted, tiny_data)

@@ -29,12 +29,13 @@ from cookbook.ssra.score_model import annotate, check_score_model, train_score_m
 class LoopResult:
     """What :func:`collaborate` produced."""
 
-    accepted: pd.DataFrame  # query, doc_id, level, source="ssra", round
+    accepted: pd.DataFrame  # query, doc_id, level, source="ssra", round, via ("generated" or "pool")
     decisions: pd.DataFrame  # every cleaned generation with its annotation and decision, per round
     table: pd.DataFrame  # acceptance per round and requested level
     score_model: object
     query_models: list = field(default_factory=list)
     reports: list = field(default_factory=list)
+    pool: pd.DataFrame = field(default_factory=pd.DataFrame)  # annotated first-stage neighbours (pool_depth > 0)
 
 
 def acceptance_table(decisions: pd.DataFrame, n_levels: int = 4) -> pd.DataFrame:
@@ -58,6 +59,7 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
                 level_weights: Mapping[int, float] | None = None, threshold: float = 0.5,
                 mode: str = "drop", n_samples: int = 1, temperature: float = 0.0,
                 score_steps: int | None = None, score_batch_size: int = 16, first_query_model=None,
+                retriever=None, pool_depth: int = 0, pool_levels: Sequence[int] | None = None,
                 n_levels: int | None = None, seed: int = SEED) -> LoopResult:
     """The SSRA-style loop for ``rounds`` rounds.
 
@@ -70,6 +72,13 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     (:func:`train_score_model`, ``max_steps=score_steps``: an embedding score model is refitted,
     ``None`` meaning its default epochs; a cross-encoder trains ``score_steps`` more steps). ``doc_ids`` are split evenly over the rounds. ``scorer`` is trained in place.
 
+    With ``retriever`` and ``pool_depth > 0`` the score model also annotates, for every cleaned
+    query, the ``pool_depth`` documents the retriever ranks highest (other than the one it was
+    written for), as the human annotators labelled the first stage's top ranks; a pair is
+    accepted when the score model puts it at one of ``pool_levels`` (default: the middle levels)
+    with probability at least ``threshold``. This is our extension, not the paper's: a query
+    written for one document is a ready-made middle-level query for its neighbours, and those
+    pairs teach the next round's query model what such a query looks like.
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
     n_levels = n_levels or scorer.num_labels
@@ -82,10 +91,13 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     assert_no_eval_leak(human, data, "human pairs")
     if level_weights is None:
         level_weights = default_level_weights(n_levels)
+    if pool_depth and retriever is None:
+        raise GradedError("pool_depth > 0 needs the first-stage retriever whose top ranks are annotated")
+    pool_levels = set(range(1, n_levels - 1) if pool_levels is None else pool_levels)
     requests_per_round = round_requests(doc_ids, rounds, level_weights, n_levels, seed=seed)
     seen = {(normalize(q), d) for q, d in zip(human["query"], human["doc_id"])}
-    accepted = pd.DataFrame(columns=[*PAIR_COLUMNS, "round"])
-    decisions, query_models, reports = [], [], []
+    accepted = pd.DataFrame(columns=[*PAIR_COLUMNS, "round", "via"])
+    decisions, pools, query_models, reports = [], [], [], []
     for rnd in range(1, rounds + 1):
         train_pairs = pd.concat([human[PAIR_COLUMNS], accepted[PAIR_COLUMNS]], ignore_index=True)
         assert_no_eval_leak(train_pairs, data, f"round {rnd} training pairs")
@@ -101,9 +113,21 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
         decisions.append(decided)
         new = decided[decided["accepted"]]
         new = pd.DataFrame({"query": new["query"], "doc_id": new["doc_id"], "level": new["final_level"].astype(int),
-                            "source": "ssra", "round": rnd})
-        accepted = pd.concat([accepted, new], ignore_index=True)
+                            "source": "ssra", "round": rnd, "via": "generated"})
         report = {"round": rnd, "generated": len(raw), "cleaned": len(cleaned), "accepted": len(new)}
+        if pool_depth and len(cleaned):
+            pool = neighbour_pool(retriever, cleaned, pool_depth, seen)
+            pool = annotate(scorer, pool, data) if len(pool) else pool.assign(pred=[], p_pred=[])
+            pool["accepted"] = pool["pred"].isin(pool_levels) & (pool["p_pred"] >= threshold)
+            pool["round"] = rnd
+            pools.append(pool)
+            took = pool[pool["accepted"]]
+            new = pd.concat([new, pd.DataFrame({"query": took["query"], "doc_id": took["doc_id"],
+                                                "level": took["pred"].astype(int), "source": "ssra", "round": rnd,
+                                                "via": "pool"})], ignore_index=True)
+            seen |= {(normalize(q), d) for q, d in zip(took["query"], took["doc_id"])}
+            report.update({"pool pairs": len(pool), "pool accepted": len(took)})
+        accepted = pd.concat([accepted, new], ignore_index=True)
         if rnd < rounds and len(accepted):
             pool = pd.concat([human[PAIR_COLUMNS], accepted[PAIR_COLUMNS]], ignore_index=True)
             report["score model"] = train_score_model(scorer, pool, data, max_steps=score_steps,
@@ -113,7 +137,25 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     accepted["level"] = accepted["level"].astype(int)
     assert_no_eval_leak(accepted, data, "accepted synthetic pairs")
     return LoopResult(accepted.reset_index(drop=True), decisions_df, acceptance_table(decisions_df, n_levels),
-                      scorer, query_models, reports)
+                      scorer, query_models, reports, pool=pd.concat(pools, ignore_index=True) if pools else pd.DataFrame())
+
+
+def neighbour_pool(retriever, generated: pd.DataFrame, depth: int, seen: set | None = None) -> pd.DataFrame:
+    """The first stage's top ``depth`` documents of each generated query (columns query, doc_id,
+    written_for), leaving out the document it was written for and pairs in ``seen``
+    (normalised query, doc_id).
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    seen = seen or set()
+    first = generated.drop_duplicates("query")
+    queries = {str(i): q for i, q in enumerate(first["query"])}
+    run = retriever.search(queries, k=depth + 1)
+    rows = []
+    for (key, query), own in zip(queries.items(), first["doc_id"]):
+        ranked = [d for d, _ in sorted(run.get(key, {}).items(), key=lambda kv: -kv[1]) if d != own][:depth]
+        rows += [{"query": query, "doc_id": d, "written_for": own} for d in ranked if (normalize(query), d) not in seen]
+    return pd.DataFrame(rows, columns=["query", "doc_id", "written_for"])
 
 
 def round_requests(doc_ids: Sequence[str], rounds: int, level_weights: Mapping[int, float],

@@ -95,12 +95,57 @@ class LexicalFeatures:
                 "avg_len": self.avg_len}
 
 
+class RankingFeatures:
+    """Where the pair sits in the corpus, which a single pair's embedding does not show.
+
+    Built on the corpus's document texts; for a pair with normalised embeddings ``u`` (query)
+    and ``v`` (document) it gives four numbers: the log of the document's rank among all
+    documents for the query (1 = the first stage's top), the gap between the top cosine and the
+    pair's cosine, and the largest and mean cosine of the document with the query's ``top``
+    nearest documents (a twin or see-also neighbour of what the query is about is close to
+    them; a same-topic document less so). The document embeddings come from the score model's
+    embedder (through its cache), so they are computed once per corpus.
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+
+    names = ("log rank", "gap to top", "max cos to top docs", "mean cos to top docs")
+
+    def __init__(self, documents: Sequence[str], *, top: int = 3):
+        self.documents, self.top = list(documents), int(top)
+        if not self.documents:
+            raise GradedError("ranking features need the corpus's document texts")
+        self._matrix: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __call__(self, u: np.ndarray, v: np.ndarray, embed) -> np.ndarray:
+        """Features of the pairs with query embeddings ``u`` and document embeddings ``v``;
+        ``embed(texts)`` embeds the corpus's documents (called once)."""
+        if self._matrix is None:
+            self._matrix = embed(self.documents)
+        matrix = self._matrix
+        sims = u @ matrix.T
+        own = (u * v).sum(axis=1)
+        rank = (sims > own[:, None] + 1e-6).sum(axis=1) + 1
+        top = np.argsort(-sims, axis=1)[:, :self.top]
+        near = np.einsum("nd,nkd->nk", v, matrix[top])
+        return np.stack([np.log(rank), sims.max(axis=1) - own, near.max(axis=1), near.mean(axis=1)],
+                        axis=1).astype(np.float32)
+
+    def state(self) -> dict:
+        return {"documents": self.documents, "top": self.top}
+
+
 class EmbeddingScoreModel:
     """A level classifier on frozen bi-encoder embeddings (SBERT-classifier style).
 
     For a (query, document) pair with normalised embeddings ``u`` and ``v`` the features are
-    ``[u * v, |u - v|, cos(u, v)]``, plus the :class:`LexicalFeatures` of the pair when
-    ``lexical`` is given (BM25, term overlaps: what the student's own embedding does not know);
+    ``[u * v, |u - v|, cos(u, v)]`` (``vectors=False``: the cosine alone), plus the
+    :class:`LexicalFeatures` of the pair when ``lexical`` is given (BM25, term overlaps: what the
+    student's own embedding does not know) and the :class:`RankingFeatures` when ``ranking`` is
+    given (the pair's rank in the corpus and the document's closeness to the query's top hits);
     they are standardised with the training set's mean and
     standard deviation and go through a small softmax head with one output per level (input
     dropout, then one ReLU layer of ``hidden`` units; ``hidden=0``: linear). Training is
@@ -122,13 +167,14 @@ class EmbeddingScoreModel:
 
     def __init__(self, embedder, n_levels: int = 4, *, hidden: int = 64, epochs: int = 300,
                  learning_rate: float = 1e-2, weight_decay: float = 1.0, dropout: float = 0.5,
-                 class_weights: bool = True, lexical: LexicalFeatures | None = None, seed: int = SEED):
+                 class_weights: bool = True, lexical: LexicalFeatures | None = None,
+                 ranking: RankingFeatures | None = None, vectors: bool = True, seed: int = SEED):
         if n_levels < 2:
             raise GradedError(f"n_levels={n_levels}: a score model needs at least 2 levels")
         self.embedder, self.num_labels = embedder, int(n_levels)
         self.hidden, self.epochs, self.learning_rate = int(hidden), int(epochs), float(learning_rate)
         self.weight_decay, self.class_weights, self.seed = float(weight_decay), bool(class_weights), int(seed)
-        self.dropout, self.lexical = float(dropout), lexical
+        self.dropout, self.lexical, self.ranking, self.vectors = float(dropout), lexical, ranking, bool(vectors)
         dim_of = getattr(embedder, "get_embedding_dimension", None) or embedder.get_sentence_embedding_dimension
         self.dim = int(dim_of())
         self._memo: dict[str, np.ndarray] = {}
@@ -140,13 +186,14 @@ class EmbeddingScoreModel:
 
     @property
     def n_features(self) -> int:
-        return 2 * self.dim + 1 + (len(self.lexical) if self.lexical is not None else 0)
+        return ((2 * self.dim if self.vectors else 0) + 1 + (len(self.lexical) if self.lexical is not None else 0)
+                + (len(self.ranking) if self.ranking is not None else 0))
 
     def config(self) -> dict:
         return {"kind": self.kind, "n_levels": self.num_labels, "hidden": self.hidden, "epochs": self.epochs,
                 "learning_rate": self.learning_rate, "weight_decay": self.weight_decay, "dropout": self.dropout,
                 "class_weights": self.class_weights, "seed": self.seed, "dim": self.dim,
-                "lexical": self.lexical is not None}
+                "lexical": self.lexical is not None, "ranking": self.ranking is not None, "vectors": self.vectors}
 
     def _new_head(self):
         import torch
@@ -179,15 +226,19 @@ class EmbeddingScoreModel:
         return np.stack([self._memo[key + t] for t in texts]).astype(np.float32)
 
     def features(self, queries: Sequence[str], documents: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n, n_features)`` raw features ``[u * v, |u - v|, cos(u, v)]`` of the pairs (then the
-        lexical features, when the model has them)."""
+        """``(n, n_features)`` raw features ``[u * v, |u - v|, cos(u, v)]`` of the pairs (the
+        cosine alone without ``vectors``), then the lexical and the ranking features, when the
+        model has them."""
         if len(queries) != len(documents):
             raise GradedError(f"{len(queries)} queries but {len(documents)} documents")
         u = self._embed(list(queries), False, batch_size)
         v = self._embed(list(documents), True, batch_size)
-        parts = [u * v, np.abs(u - v), (u * v).sum(axis=1, keepdims=True)]
+        parts = [u * v, np.abs(u - v)] if self.vectors else []
+        parts.append((u * v).sum(axis=1, keepdims=True))
         if self.lexical is not None:
             parts.append(self.lexical(list(queries), list(documents)))
+        if self.ranking is not None:
+            parts.append(self.ranking(u, v, lambda texts: self._embed(texts, True, batch_size)))
         return np.concatenate(parts, axis=1)
 
     # -- training and prediction ------------------------------------------------------------
@@ -258,6 +309,8 @@ class EmbeddingScoreModel:
         (folder / "score_model.json").write_text(json.dumps(config, indent=1))
         if self.lexical is not None:
             (folder / "lexical.json").write_text(json.dumps(self.lexical.state()))
+        if self.ranking is not None:
+            (folder / "ranking.json").write_text(json.dumps(self.ranking.state()))
         return folder
 
 
@@ -287,7 +340,10 @@ def load_score_model(path, *, embedder=None):
                                 learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],
                                 dropout=config.get("dropout", 0.0), class_weights=config["class_weights"],
                                 lexical=(LexicalFeatures(**json.loads((folder / "lexical.json").read_text()))
-                                         if config.get("lexical") else None), seed=config["seed"])
+                                         if config.get("lexical") else None),
+                                ranking=(RankingFeatures(**json.loads((folder / "ranking.json").read_text()))
+                                         if config.get("ranking") else None),
+                                vectors=config.get("vectors", True), seed=config["seed"])
     model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
     model.head.eval()
     stats = np.load(folder / "standardize.npz")
@@ -303,14 +359,18 @@ def score_model_kind(model) -> str:
 
 def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, max_length: int = 128,
                 hidden: int = 64, epochs: int = 300, lexical_corpus: Sequence[str] | None = None,
-                seed: int = SEED):
+                ranking_corpus: Sequence[str] | None = None, vectors: bool = True, dropout: float = 0.5,
+                weight_decay: float = 1.0, seed: int = SEED):
     """A fresh score model with one output per level.
 
     ``kind="embedding"`` (default): an :class:`EmbeddingScoreModel`, a softmax head on the
     frozen embeddings of ``embedder`` (default: the MiniLM embedder, ``max_length`` tokens);
     it trains in seconds on a CPU. With ``lexical_corpus`` (the corpus's document texts) it
     also reads :class:`LexicalFeatures` (BM25 and term overlaps), which the student's own
-    embedding does not know. ``kind="cross-encoder"``: the issue's design, a
+    embedding does not know; with ``ranking_corpus`` the :class:`RankingFeatures` (where the pair
+    ranks in the corpus). ``vectors=False`` drops the ``u * v`` and ``|u - v|`` vectors, so a
+    few hundred human pairs fit a head on a handful of features (then a small ``hidden``, little
+    ``dropout`` and ``weight_decay`` suit it). ``kind="cross-encoder"``: the paper-like design, a
     ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the backbone of the
     given SentenceTransformer, which is how tests get a tiny one); it reads query and document
     together but needs many steps (a GPU, the ``full`` profile) before it learns the levels.
@@ -329,7 +389,9 @@ def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, ma
 
             embedder = load_embedder(max_seq_length=max_length)
         lexical = LexicalFeatures(lexical_corpus) if lexical_corpus is not None else None
-        return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, lexical=lexical, seed=seed)
+        ranking = RankingFeatures(ranking_corpus) if ranking_corpus is not None else None
+        return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, lexical=lexical, ranking=ranking,
+                                   vectors=vectors, dropout=dropout, weight_decay=weight_decay, seed=seed)
     torch.manual_seed(seed)  # the new head is random
     if embedder is None:
 
