@@ -380,8 +380,19 @@ def test_recipe_on_the_tiny_fixture(tiny_data, tiny_model, tmp_path):
     assert report["recipe"] == "ssra" and report["steps"] == 2
     assert set(report) >= {"before", "after", "comparison", "seconds", "llm_usage", "train_pairs"}
     assert report["train_pairs"] == sum(report["histogram_after"].values())
+    assert report["score_model"] == "ranking" and report["loss"] == "cosent"
+    assert 0 <= report["synthetic_from_neighbours"] <= report["synthetic_accepted"]
+    assert set(report["synthetic_share"]) <= {"0", "1", "2", "3"}
+    assert all(0.0 <= v <= 1.0 for v in report["synthetic_share"].values())
     loaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     assert loaded.encode(["a query"]).shape[1] == tiny_model.get_sentence_embedding_dimension()
+
+
+def test_recipe_refuses_an_unknown_score_model_or_loss(tiny_data, tiny_model, tmp_path):
+    with pytest.raises(recipes.RecipeError, match="score_kind='bm25': choose one of"):
+        recipes.ssra.recipe(tiny_data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), score_kind="bm25")
+    with pytest.raises(recipes.RecipeError, match="loss='mse': choose one of"):
+        recipes.ssra.recipe(tiny_data, tmp_path, embedder=tiny_model, llm=ScriptedLLM(), loss="mse")
 
 
 def test_recipe_without_a_train_split(tiny_data, tiny_model, tmp_path):
@@ -523,3 +534,15 @@ def test_loop_labels_the_first_stage_neighbours(tiny_data, tiny_model, tiny_inde
         assert report["pool accepted"] == int(((taken["round"] == r)).sum())
     assert not loop.accepted.duplicated(["query", "doc_id"]).any()
     G.assert_no_eval_leak(loop.accepted, tiny_data)
+
+
+def test_sft_examples_can_be_balanced_by_level(tiny_data):
+    rows = [{"query": f"q{i} words", "doc_id": sorted(tiny_data.corpus)[i % 3], "level": 0 if i < 12 else 2,
+             "source": "human"} for i in range(15)]
+    pairs = pd.DataFrame(rows)
+    plain = G.sft_examples(pairs, tiny_data)
+    even = G.sft_examples(pairs, tiny_data, balance=True, seed=1)
+    assert len(plain) == 15 and len(even) == 24  # 12 of each level present
+    assert sum("Level: 2" in p for p, _ in even) == 12 and sum("Level: 0" in p for p, _ in even) == 12
+    assert {q for _, q in even} <= {q for _, q in plain}
+    assert G.sft_examples(pairs, tiny_data, balance=True, seed=1) == even  # seeded

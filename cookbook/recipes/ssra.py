@@ -19,8 +19,9 @@ def _query_models(llm, human, data, n_levels: int, lora_steps: int, seed: int):
     """(first query model, how to train one per round): LoRA on a local LLM, else prompted."""
     if isinstance(llm, LocalLLM):
         def train(examples, rnd):  # the cache name carries the adapter's fingerprint
-            return technique.fine_tune_query_model(examples, steps=lora_steps, tokenizer=llm.tokenizer,
-                                                   model=llm.model, cache=llm.cache, seed=seed + rnd)
+            return technique.fine_tune_query_model(examples, steps=lora_steps, learning_rate=2e-3,
+                                                   tokenizer=llm.tokenizer, model=llm.model, cache=llm.cache,
+                                                   seed=seed + rnd)
         return None, train
     prompted = technique.PromptedQueryModel(llm, technique.few_shot_by_level(human, data, seed=seed), n_levels)
     return prompted, lambda examples, rnd: prompted
@@ -39,27 +40,37 @@ def _mapping_text(mapping: dict, n_levels: int, has_train: bool) -> dict:
     return {"qrel grade -> level": {str(k): int(v) for k, v in mapping.items()}, "levels": n_levels, "how": how}
 
 
-def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 40,
-         n_samples: int = 2, rounds: int = 2, threshold: float = 0.5, mode: str = "relabel",
-         score_kind: str = "embedding", score_steps: int | None = None, lora_steps: int = 10,
-         per_level: int = 200, batch_size: int = 16, depth: int = 10, max_queries: int = 300,
-         max_length: int = 128, seed: int = SEED) -> dict:
+SCORE_KINDS = ("ranking", "embedding", "cross-encoder")
+
+
+def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 120,
+         n_samples: int = 2, rounds: int = 2, threshold: float = 0.4, mode: str = "relabel",
+         score_kind: str = "ranking", score_steps: int | None = None, lora_steps: int = 30,
+         neighbours: int = 5, per_level: int = 200, batch_size: int = 16, depth: int = 10,
+         max_queries: int = 300, max_length: int = 128, loss: str = "cosent", seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the bi-encoder to ``out_dir/"model"``.
 
     Human pool (train split; without one, zero-shot top-level queries from ``llm`` plus random
     level-0 documents; binary train labels beside graded test labels map 1 to the top level,
     binary labels everywhere run with two levels: the report's ``level_mapping`` says which)
-    -> score model (``score_kind``: "embedding", a softmax head on the frozen base embedder with
-    BM25 and term-overlap features, or "cross-encoder"; ``score_steps`` defaults to the head's epochs, 40 for a
-    cross-encoder) -> LoRA query model (``lora_steps``; a non-local ``llm`` is prompted instead)
-    -> ``rounds`` of the collaborative loop (``n_docs`` documents, ``n_samples`` queries a request,
-    ``threshold``, ``mode``) -> a balanced set of ``per_level`` pairs a level -> the embedder
-    fine-tuned with CoSENT (``steps=None``: one epoch).
+    -> score model (``score_kind``: "ranking", a small softmax head on the cosine of the frozen
+    base embedder, BM25 and term-overlap features and the pair's rank in the corpus, the
+    loop's best score model in notebook 30; "embedding", the same with the embedding vectors
+    instead of the ranking features; or "cross-encoder"; ``score_steps`` defaults to the head's
+    epochs, 40 for a cross-encoder) -> LoRA query model (``lora_steps`` on examples resampled to
+    even levels; a non-local ``llm`` is prompted instead) -> ``rounds`` of the collaborative loop (``n_docs`` documents, ``n_samples``
+    queries a request, ``threshold``, ``mode``; with more than two levels the score model also
+    labels the first stage's top ``neighbours`` documents of every generated query and keeps
+    those it places at a middle level) -> a balanced set of ``per_level`` pairs a level -> the
+    embedder fine-tuned with ``loss`` ("cosent" or the per-query "listwise"; ``steps=None``: one
+    epoch).
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
-    if score_kind not in technique.SCORE_MODEL_KINDS:
-        raise RecipeError(f"score_kind={score_kind!r}: choose one of {technique.SCORE_MODEL_KINDS}")
+    if score_kind not in SCORE_KINDS:
+        raise RecipeError(f"score_kind={score_kind!r}: choose one of {SCORE_KINDS}")
+    if loss not in technique.EMBEDDER_LOSSES:
+        raise RecipeError(f"loss={loss!r}: choose one of {technique.EMBEDDER_LOSSES}")
     seed_everything(seed)
     # 1. the base model, measured before training
     base, llm = common.embedder_or_default(embedder), common.llm_or_default(llm)
@@ -79,9 +90,13 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         # 3. the score model on the human pool (a frozen copy of the base: the base is trained below)
         if score_steps is None and score_kind == "cross-encoder":
             score_steps = 40
-        if score_kind == "embedding":
-            scorer = technique.score_model(n_levels, kind=score_kind, embedder=copy.deepcopy(base), seed=seed,
-                                           lexical_corpus=[data.doc_text(d) for d in data.corpus])
+        if score_kind in ("ranking", "embedding"):
+            texts = [data.doc_text(d) for d in data.corpus]
+            compact = score_kind == "ranking"  # a dozen features: a small head, little regularisation
+            scorer = technique.score_model(n_levels, kind="embedding", embedder=copy.deepcopy(base), seed=seed,
+                                           lexical_corpus=texts, ranking_corpus=texts if compact else None,
+                                           vectors=not compact,
+                                           **(dict(hidden=16, dropout=0.1, weight_decay=0.01) if compact else {}))
             score_train = human  # the head weighs the levels itself (class weights)
         else:
             scorer = technique.score_model(n_levels, kind=score_kind, embedder=embedder, max_length=max_length,
@@ -94,14 +109,15 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         loop = technique.collaborate(data, human, scorer, doc_ids, rounds=rounds,
                                      train_query_model=train_query_model, first_query_model=first,
                                      threshold=threshold, mode=mode, n_samples=n_samples, temperature=0.8,
-                                     score_steps=score_steps if score_kind == "embedding" else max(1, score_steps // 2),
-                                     seed=seed)
+                                     score_steps=score_steps if score_kind != "cross-encoder" else max(1, score_steps // 2),
+                                     retriever=before.index, pool_depth=neighbours if n_levels > 2 else 0,
+                                     balance_levels=True, seed=seed)
     # 5. a balanced graded training set, and the embedder trained on it with CoSENT
     train_set = technique.balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
     batch_size = min(batch_size, len(train_set))
     steps = steps or max(1, -(-len(train_set) // batch_size))
     trained = technique.train_embedder(base, train_set, data, max_steps=steps, batch_size=batch_size,
-                                       n_levels=n_levels, seed=seed)
+                                       n_levels=n_levels, loss=loss, seed=seed)
     # 6. after, verdict, report
     index, run = common.dense_run(base, before)
     histogram = technique.level_histogram
@@ -109,7 +125,11 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         "ssra", before, base, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
         llm_usage=usage, n_levels=n_levels, level_mapping=_mapping_text(mapping, n_levels, bool(data.qrels.get("train"))),
         human_pairs=int(len(human)),
-        synthetic_accepted=int(len(loop.accepted)), train_pairs=int(len(train_set)), score_model=score_kind,
+        synthetic_accepted=int(len(loop.accepted)),
+        synthetic_from_neighbours=int((loop.accepted["via"] == "pool").sum()) if len(loop.accepted) else 0,
+        synthetic_share={str(lv): round(float((g["source"] != "human").mean()), 3)
+                         for lv, g in train_set.groupby("level")},
+        train_pairs=int(len(train_set)), score_model=score_kind, loss=loss,
         histogram_before={str(k): v for k, v in histogram(human, n_levels).items()},
         histogram_after={str(k): v for k, v in histogram(train_set, n_levels).items()},
         acceptance={f"round {r} level {lv}": float(v) for (r, lv), v in loop.table["accepted share"].items()}

@@ -60,11 +60,12 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
                 mode: str = "drop", n_samples: int = 1, temperature: float = 0.0,
                 score_steps: int | None = None, score_batch_size: int = 16, first_query_model=None,
                 retriever=None, pool_depth: int = 0, pool_levels: Sequence[int] | None = None,
-                n_levels: int | None = None, seed: int = SEED) -> LoopResult:
+                balance_levels: bool = False, n_levels: int | None = None, seed: int = SEED) -> LoopResult:
     """The SSRA-style loop for ``rounds`` rounds.
 
     Round r: fine-tune the query model on human pairs plus every pair accepted so far
-    (``train_query_model(examples, r)``; round 1 may reuse ``first_query_model``) -> write
+    (``train_query_model(examples, r)``, the examples resampled to even levels with
+    ``balance_levels``; round 1 may reuse ``first_query_model``) -> write
     queries for this round's documents at levels drawn with ``level_weights`` (default weighted
     toward the middle levels) -> clean and dedupe -> the score model re-annotates -> accept,
     relabel or drop (:func:`accept`) -> the accepted pairs join both training sets, and the
@@ -102,7 +103,7 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
         train_pairs = pd.concat([human[PAIR_COLUMNS], accepted[PAIR_COLUMNS]], ignore_index=True)
         assert_no_eval_leak(train_pairs, data, f"round {rnd} training pairs")
         qm = first_query_model if (rnd == 1 and first_query_model is not None) else \
-            train_query_model(sft_examples(train_pairs, data, n_levels), rnd)
+            train_query_model(sft_examples(train_pairs, data, n_levels, balance=balance_levels, seed=seed + rnd), rnd)
         query_models.append(qm)
         requests = requests_per_round[rnd - 1]
         raw = generate(qm, data, requests, n_levels=n_levels, n=n_samples, temperature=temperature,

@@ -72,10 +72,18 @@ def few_shot_by_level(pairs: pd.DataFrame, data, per_level: int = 1, max_words: 
     return out
 
 
-def sft_examples(pairs: pd.DataFrame, data, n_levels: int = 4, doc_words: int = 24) -> list[tuple[str, str]]:
+def sft_examples(pairs: pd.DataFrame, data, n_levels: int = 4, doc_words: int = 24, *, balance: bool = False,
+                 seed: int = SEED) -> list[tuple[str, str]]:
     """(prompt, query) training examples of the fine-tuned query model, one per pair (the short
-    prompt: no instruction, no examples)."""
+    prompt: no instruction, no examples). ``balance=True`` resamples every level present to the
+    size of the largest (rare levels drawn with replacement), so a few LoRA steps see each
+    level about as often: with most human pairs at level 0, an unbalanced sample teaches the
+    model to write off-topic queries whatever level it is asked for."""
     check_levels(pairs["level"], n_levels)
+    if balance and len(pairs):
+        most = int(pairs["level"].value_counts().max())
+        pairs = pd.concat([g.sample(most, replace=len(g) < most, random_state=seed)
+                           for _, g in pairs.groupby("level")]).sample(frac=1.0, random_state=seed)
     return [(level_prompt(data.doc_text(d), int(lv), n_levels=n_levels, doc_words=doc_words,
                           with_instruction=False), " ".join(q.split()))
             for q, d, lv in zip(pairs["query"], pairs["doc_id"], pairs["level"])]
