@@ -46,7 +46,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) --LabApp.news_url= \
 lab: $(STAMP)  ## open JupyterLab on the notebooks (works as root too)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir=notebooks
 
-site: $(STAMP)  ## HTML pages of every notebook executed in smoke (reuses fresh runs in build/nbexec) -> build/site
+site: $(STAMP)  ## HTML pages of every notebook: its laptop run from runs/laptop where current, else smoke (reuses build/nbexec) -> build/site
 	$(TEST_ENV) $(PY) tools/build_site.py --execute --executed $(NBEXEC) --out build/site
 
 workshop: $(STAMP)  ## participant notebooks without solutions + data/cache archive + instructor guide -> build/workshop

@@ -88,3 +88,23 @@ def test_site_builds_from_relative_folders_as_make_passes_them(site, tmp_path, m
     report = site.build(Path("build/nbexec"), Path("build/site"), paths=[source])
     assert report["notebook_pages"] == 1
     assert (tmp_path / "build" / "site" / "notebooks" / "01_try_thing.html").exists()
+
+
+def test_site_shows_a_current_laptop_run_and_says_which_profile(site, tmp_path):
+    source = _notebook(tmp_path / "src", executed=False)
+    _notebook(tmp_path / "exec", executed=True)
+    laptop = _notebook(tmp_path / "laptop", executed=True)
+    nb = nbformat.read(laptop, as_version=4)
+    nb.cells[1].outputs[1]["text"] = "laptop-numbers\n"
+    nbformat.write(nb, laptop)
+    report = site.build(tmp_path / "exec", tmp_path / "site", paths=[source], preferred=tmp_path / "laptop")
+    page = (tmp_path / "site" / "notebooks" / "01_try_thing.html").read_text()
+    assert "laptop-numbers" in page and "forty-two" not in page and "This page shows the" in page
+    assert report["notebooks"][0]["profile"] == "laptop"
+    # a stale laptop copy (its code differs from the source) falls back to the smoke copy
+    nb.cells[1].source = "plot(old=True)"
+    nbformat.write(nb, laptop)
+    report = site.build(tmp_path / "exec", tmp_path / "site", paths=[source], preferred=tmp_path / "laptop")
+    page = (tmp_path / "site" / "notebooks" / "01_try_thing.html").read_text()
+    assert "forty-two" in page and "laptop-numbers" not in page and report["notebooks"][0]["profile"] == "smoke"
+    assert "smoke" in page and "This page shows the" in page

@@ -10,6 +10,11 @@ and then this script without ``--execute``, so CI builds the site without runnin
 twice. An executed copy whose cell sources differ from ``notebooks/`` is stale and refused, so a
 page never shows code other than the notebook's. The build fails when a notebook has no page,
 or when an executed notebook holds an error output. A summary goes to ``build/site/site-report.json``.
+
+Where ``make run`` left an executed ``laptop`` copy of a notebook (``runs/laptop``, the run a
+learner should look at: the smoke pages show tiny slices where several techniques cannot show
+their effect) and that copy is current and clean, the page renders it instead of the smoke
+copy. Every page says which profile it shows.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 DOCS = ROOT / "docs"
+LAPTOP_RUNS = ROOT / "runs" / "laptop"
+BANNERS = {
+    "laptop": ("> **This page shows the `laptop` run** of this notebook: the profile `make run` uses, sized "
+               "for a 2-core CPU and about 10 minutes, with the numbers the README reports."),
+    "smoke": ("> **This page shows the `smoke` run** of this notebook: tiny slices that check the code "
+              "in under 2 minutes, too small for several techniques to show their effect. `make run` "
+              "writes the `laptop` run, and the site shows it when it is there."),
+}
 
 
 class SiteError(ValueError):
@@ -76,21 +89,45 @@ def execute(paths: list[Path], executed_dir: Path) -> None:
                     "--only", *prefixes], cwd=ROOT, env=env, check=True)
 
 
-def build(executed_dir: Path, out_dir: Path, paths: list[Path] | None = None) -> dict:
-    """Render the executed notebooks and ``docs/`` into HTML under ``out_dir``; return a report."""
+def choose(source: Path, executed_dir: Path, preferred: Path | None) -> tuple[Path, str, dict]:
+    """The executed copy a page renders and its profile: the ``preferred`` (laptop) copy when it
+    is there, current and clean, else the smoke copy in ``executed_dir`` (which must be)."""
+    if preferred is not None and (preferred / source.name).exists():
+        try:
+            return preferred / source.name, "laptop", check_executed(source, preferred / source.name)
+        except SiteError:
+            pass  # a stale or failed laptop copy: the smoke copy is shown
+    return executed_dir / source.name, "smoke", check_executed(source, executed_dir / source.name)
+
+
+def _with_banner(executed: Path, target: Path, profile: str) -> None:
+    """Copy an executed notebook with a note on its profile after its title cell."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells.insert(1 if nb.cells else 0, nbformat.v4.new_markdown_cell(BANNERS[profile]))
+    nbformat.write(nb, target)
+
+
+def build(executed_dir: Path, out_dir: Path, paths: list[Path] | None = None,
+          preferred: Path | None = None) -> dict:
+    """Render the executed notebooks and ``docs/`` into HTML under ``out_dir``; return a report.
+    ``preferred``: a folder of executed laptop copies shown instead of the smoke ones."""
     paths = paths if paths is not None else sources()
     if not paths:
         raise SiteError(f"no notebooks in {NOTEBOOKS}")
     # sphinx runs with cwd=src: relative folders (as `make test` passes them) must be absolute
     executed_dir, out_dir = executed_dir.resolve(), out_dir.resolve()
+    preferred = preferred.resolve() if preferred is not None else None
     started = time.perf_counter()
-    checked = [check_executed(p, executed_dir / p.name) for p in paths]
+    chosen = [choose(p, executed_dir, preferred) for p in paths]
+    checked = [{**row, "profile": profile} for _, profile, row in chosen]
     src = out_dir.parent / (out_dir.name + "-src")
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(DOCS, src, ignore=shutil.ignore_patterns("__pycache__", "_build"))
     (src / "notebooks").mkdir()
-    for p in paths:
-        shutil.copy2(executed_dir / p.name, src / "notebooks" / p.name)
+    for p, (executed, profile, _) in zip(paths, chosen):
+        _with_banner(executed, src / "notebooks" / p.name, profile)
     shutil.rmtree(out_dir, ignore_errors=True)
     result = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-j", "1",
                              "-d", str(src / "_doctrees"), str(src), str(out_dir)],
@@ -126,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="first execute (smoke) the notebooks whose executed copy is missing or stale")
     parser.add_argument("--force", action="store_true", help="first execute every notebook (smoke)")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 10 20")
+    parser.add_argument("--laptop", type=Path, default=LAPTOP_RUNS,
+                        help="executed laptop copies shown where current (default runs/laptop)")
+    parser.add_argument("--smoke-only", action="store_true", help="show the smoke copies even where a laptop run exists")
     args = parser.parse_args(argv)
     paths = sources()
     if args.only:
@@ -142,14 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"site: executing {len(todo)} notebooks in smoke", flush=True)
             execute(todo, args.executed)
     try:
-        report = build(args.executed, args.out, paths)
+        report = build(args.executed, args.out, paths, preferred=None if args.smoke_only else args.laptop)
     except SiteError as err:
         print(f"site: {err}", file=sys.stderr)
         return 1
     for line in report["warnings"]:
         print(line, file=sys.stderr)
-    print(f"site: {report['notebook_pages']} notebook pages ({report['pages']} pages in all, "
-          f"{report['images']} images) in {report['seconds']} s -> {args.out / 'index.html'}")
+    laptop = sum(r["profile"] == "laptop" for r in report["notebooks"])
+    print(f"site: {report['notebook_pages']} notebook pages ({laptop} from the laptop run, the rest smoke; "
+          f"{report['pages']} pages in all, {report['images']} images) in {report['seconds']} s -> "
+          f"{args.out / 'index.html'}")
     return 0
 
 
