@@ -58,12 +58,12 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     loop's best score model in notebook 30; "embedding", the same with the embedding vectors
     instead of the ranking features; or "cross-encoder"; ``score_steps`` defaults to the head's
     epochs, 40 for a cross-encoder) -> LoRA query model (``lora_steps`` on examples resampled to
-    even levels; a non-local ``llm`` is prompted instead) -> ``rounds`` of the collaborative loop (``n_docs`` documents, ``n_samples``
-    queries a request, ``threshold``, ``mode``; with more than two levels the score model also
-    labels the first stage's top ``neighbours`` documents of every generated query and keeps
-    those it places at a middle level) -> a balanced set of ``per_level`` pairs a level -> the
-    embedder fine-tuned with ``loss`` ("cosent" or the per-query "listwise"; ``steps=None``: one
-    epoch).
+    even levels; a non-local ``llm`` is prompted instead) -> ``rounds`` of the collaborative loop
+    (``n_docs`` documents, ``n_samples`` queries a request, ``threshold``, ``mode``; with more
+    than two levels the score model also labels the first stage's top ``neighbours`` documents
+    of every generated query and keeps those it places at a middle level) -> a balanced set of
+    ``per_level`` pairs a level -> the embedder fine-tuned with ``loss`` ("cosent" or the
+    per-query "listwise"; ``steps=None``: one epoch).
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
@@ -112,7 +112,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                                      score_steps=score_steps if score_kind != "cross-encoder" else max(1, score_steps // 2),
                                      retriever=before.index, pool_depth=neighbours if n_levels > 2 else 0,
                                      balance_levels=True, seed=seed)
-    # 5. a balanced graded training set, and the embedder trained on it with CoSENT
+    # 5. a balanced graded training set, and the embedder trained on it with `loss`
     train_set = technique.balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
     batch_size = min(batch_size, len(train_set))
     steps = steps or max(1, -(-len(train_set) // batch_size))

@@ -80,6 +80,7 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     with probability at least ``threshold``. This is our extension, not the paper's: a query
     written for one document is a ready-made middle-level query for its neighbours, and those
     pairs teach the next round's query model what such a query looks like.
+
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
     n_levels = n_levels or scorer.num_labels
@@ -117,17 +118,17 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
                             "source": "ssra", "round": rnd, "via": "generated"})
         report = {"round": rnd, "generated": len(raw), "cleaned": len(cleaned), "accepted": len(new)}
         if pool_depth and len(cleaned):
-            pool = neighbour_pool(retriever, cleaned, pool_depth, seen)
-            pool = annotate(scorer, pool, data) if len(pool) else pool.assign(pred=[], p_pred=[])
-            pool["accepted"] = pool["pred"].isin(pool_levels) & (pool["p_pred"] >= threshold)
-            pool["round"] = rnd
-            pools.append(pool)
-            took = pool[pool["accepted"]]
+            near = neighbour_pool(retriever, cleaned, pool_depth, seen)
+            near = annotate(scorer, near, data) if len(near) else near.assign(pred=[], p_pred=[])
+            near["accepted"] = near["pred"].isin(pool_levels) & (near["p_pred"] >= threshold)
+            near["round"] = rnd
+            pools.append(near)
+            took = near[near["accepted"]]
             new = pd.concat([new, pd.DataFrame({"query": took["query"], "doc_id": took["doc_id"],
                                                 "level": took["pred"].astype(int), "source": "ssra", "round": rnd,
                                                 "via": "pool"})], ignore_index=True)
             seen |= {(normalize(q), d) for q, d in zip(took["query"], took["doc_id"])}
-            report.update({"pool pairs": len(pool), "pool accepted": len(took)})
+            report.update({"pool pairs": len(near), "pool accepted": len(took)})
         accepted = pd.concat([accepted, new], ignore_index=True)
         if rnd < rounds and len(accepted):
             pool = pd.concat([human[PAIR_COLUMNS], accepted[PAIR_COLUMNS]], ignore_index=True)

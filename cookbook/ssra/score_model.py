@@ -120,6 +120,10 @@ class RankingFeatures:
     def __len__(self) -> int:
         return len(self.names)
 
+    def forget(self) -> None:
+        """Drop the document embeddings (the embedder changed)."""
+        self._matrix = None
+
     def __call__(self, u: np.ndarray, v: np.ndarray, embed) -> np.ndarray:
         """Features of the pairs with query embeddings ``u`` and document embeddings ``v``;
         ``embed(texts)`` embeds the corpus's documents (called once)."""
@@ -213,6 +217,8 @@ class EmbeddingScoreModel:
         fingerprint = model_fingerprint(self.embedder)
         if fingerprint != self._fingerprint:  # the embedder changed: forget what it said
             self._memo, self._fingerprint = {}, fingerprint
+            if self.ranking is not None:
+                self.ranking.forget()
         key = "d\x00" if documents else "q\x00"
         missing = sorted({t for t in texts if key + t not in self._memo})
         if missing:
