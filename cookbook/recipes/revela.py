@@ -63,16 +63,16 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int = 20, batch_siz
     dev_after, _ = technique.dev_run(retriever, held_out)
     dev = {"name": "held-out chunks", "chunks": len(held_out),
            "comparison": evaluate.compare(dev_before, dev_after, dev_qrels, "nDCG@10")}
-    index, run = common.dense_run(retriever, before)
     decision, not_kept = "kept the trained model", {}
     if keep_base_without_gain and evaluate.verdict(dev["comparison"]) != "better":
-        if run is not None:  # what the discarded model would have scored, for the report only
-            trained_ndcg = evaluate.evaluate(run, data.qrels["test"], ("nDCG@10",))[0]["nDCG@10"]
+        if common.has_test(data):  # what the discarded model would have scored, for the report only
+            _, trained_run = common.dense_run(retriever, before)
+            trained_ndcg = evaluate.evaluate(trained_run, data.qrels["test"], ("nDCG@10",))[0]["nDCG@10"]
             not_kept = {"trained_model_test_ndcg10": round(float(trained_ndcg), 4)}
         retriever.load_state_dict(base_state)
-        index, run = common.dense_run(retriever, before)
         decision = ("kept the base model: the trained model did not beat it on the dev check "
                     "(keep_base_without_gain=False keeps the trained one)")
+    index, run = common.dense_run(retriever, before)
     return common.finish(
         "revela", before, retriever, out_dir, after_run=run, after_fine=common.fine_distinction(index, data, seed),
         dev=dev, decision=decision, **not_kept, llm_usage={"lm_forward_passes": 2 * trained["steps"],

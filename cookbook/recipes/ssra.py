@@ -92,11 +92,10 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
             score_steps = 40
         if score_kind in ("ranking", "embedding"):
             texts = [data.doc_text(d) for d in data.corpus]
-            compact = score_kind == "ranking"  # a dozen features: a small head, little regularisation
+            compact = score_kind == "ranking"  # no embedding vectors: a dozen features, a small head
             scorer = technique.score_model(n_levels, kind="embedding", embedder=copy.deepcopy(base), seed=seed,
                                            lexical_corpus=texts, ranking_corpus=texts if compact else None,
-                                           vectors=not compact,
-                                           **(dict(hidden=16, dropout=0.1, weight_decay=0.01) if compact else {}))
+                                           vectors=not compact)
             score_train = human  # the head weighs the levels itself (class weights)
         else:
             scorer = technique.score_model(n_levels, kind=score_kind, embedder=embedder, max_length=max_length,

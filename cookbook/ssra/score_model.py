@@ -364,9 +364,9 @@ def score_model_kind(model) -> str:
 
 
 def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, max_length: int = 128,
-                hidden: int = 64, epochs: int = 300, lexical_corpus: Sequence[str] | None = None,
-                ranking_corpus: Sequence[str] | None = None, vectors: bool = True, dropout: float = 0.5,
-                weight_decay: float = 1.0, seed: int = SEED):
+                hidden: int | None = None, epochs: int = 300, lexical_corpus: Sequence[str] | None = None,
+                ranking_corpus: Sequence[str] | None = None, vectors: bool = True, dropout: float | None = None,
+                weight_decay: float | None = None, seed: int = SEED):
     """A fresh score model with one output per level.
 
     ``kind="embedding"`` (default): an :class:`EmbeddingScoreModel`, a softmax head on the
@@ -375,9 +375,10 @@ def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, ma
     also reads :class:`LexicalFeatures` (BM25 and term overlaps), which the student's own
     embedding does not know; with ``ranking_corpus`` the :class:`RankingFeatures` (where the pair
     ranks in the corpus). ``vectors=False`` drops the ``u * v`` and ``|u - v|`` vectors, so a
-    few hundred human pairs fit a head on a handful of features (then a small ``hidden``, little
-    ``dropout`` and ``weight_decay`` suit it). ``kind="cross-encoder"``: the paper-like design, a
-    ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the backbone of the
+    few hundred human pairs fit a head on a dozen features. ``hidden``, ``dropout`` and
+    ``weight_decay`` left as None follow from that: 64, 0.5 and 1.0 with the vectors; 16, 0.1
+    and 0.01 without them (a small head, little regularisation: the best on notebook 30's dev
+    pool). ``kind="cross-encoder"``: the paper-like design, a ``CrossEncoder`` with ``n_levels`` logits on the MiniLM backbone (or on the backbone of the
     given SentenceTransformer, which is how tests get a tiny one); it reads query and document
     together but needs many steps (a GPU, the ``full`` profile) before it learns the levels.
 
@@ -396,6 +397,11 @@ def score_model(n_levels: int = 4, *, kind: str = "embedding", embedder=None, ma
             embedder = load_embedder(max_seq_length=max_length)
         lexical = LexicalFeatures(lexical_corpus) if lexical_corpus is not None else None
         ranking = RankingFeatures(ranking_corpus) if ranking_corpus is not None else None
+        head = {"hidden": 64, "dropout": 0.5, "weight_decay": 1.0} if vectors else \
+            {"hidden": 16, "dropout": 0.1, "weight_decay": 0.01}
+        hidden = head["hidden"] if hidden is None else hidden
+        dropout = head["dropout"] if dropout is None else dropout
+        weight_decay = head["weight_decay"] if weight_decay is None else weight_decay
         return EmbeddingScoreModel(embedder, n_levels, hidden=hidden, epochs=epochs, lexical=lexical, ranking=ranking,
                                    vectors=vectors, dropout=dropout, weight_decay=weight_decay, seed=seed)
     torch.manual_seed(seed)  # the new head is random
