@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cookbook import evaluate, lce, recipes, retrieval
+from cookbook.results import fmt_p, fmt_signed
 from cookbook.config import DATA_DIR, SEED
 from cookbook.config import profile as active
 from cookbook.models import save_model
@@ -298,6 +299,50 @@ def cost_table(saved: dict[str, SavedRecipe]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
+# how much data: retrain on growing shares of a recipe's saved training data
+# --------------------------------------------------------------------------------------------
+
+
+def nested_shares(dataset, shares, *, seed: int = SEED) -> dict[float, object]:
+    """``{share: the first round(share * n) rows of one shuffle of dataset}``: each smaller share
+    is part of every larger one, so a curve adds data instead of drawing new data."""
+    if len(dataset) < 2:
+        raise CompareError(f"a data curve needs at least 2 training rows, got {len(dataset)}")
+    bad = [s for s in shares if not 0 < s <= 1]
+    if bad:
+        raise CompareError(f"shares must lie in (0, 1], got {bad}")
+    shuffled = dataset.shuffle(seed=seed)
+    return {s: shuffled.select(range(max(2, round(s * len(dataset))))) for s in sorted(shares)}
+
+
+def data_curve(train, dataset, data, base: SystemScores, *, shares=(0.25, 0.5, 1.0),
+               full: SystemScores | None = None, split: str = "test", seed: int = SEED,
+               metric: str = "nDCG@10") -> pd.DataFrame:
+    """The gain over ``base`` against the number of training examples: for each share of
+    ``dataset`` (:func:`nested_shares`), ``train(subset)`` returns a trained SentenceTransformer,
+    which is evaluated on ``split`` and compared with ``base`` (paired, as in :func:`paired_table`).
+    ``full``: the scores of a model already trained on every row with the same settings (the
+    recipe's own save), used for share 1.0 instead of training it again.
+
+    Taught in: notebooks/90_compare_recipes.ipynb
+    """
+    rows = []
+    for share, subset in nested_shares(dataset, shares, seed=seed).items():
+        started = time.perf_counter()
+        if share == 1.0 and full is not None:
+            scores, seconds, source = full, 0.0, "saved model"
+        else:
+            model = train(subset)
+            scores = evaluate_system(f"{len(subset)} examples", model, data, split, cache=False, seed=seed)
+            seconds, source = time.perf_counter() - started, "retrained"
+        c = compare_two(base, scores, metric)
+        rows.append({"share": share, "examples": len(subset), metric: c["mean_b"], "diff": c["diff"],
+                     "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["t_p"], "queries": c["queries"],
+                     "seconds": round(seconds, 1), "model": source})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
 # the decision guide: a situation -> the best measured recipe among those that fit it
 # --------------------------------------------------------------------------------------------
 
@@ -313,12 +358,14 @@ SITUATIONS: dict[str, tuple[str, ...]] = {
 
 
 def decision_guide(table: pd.DataFrame, labels: dict[str, str], metric: str = "nDCG@10",
-                   alpha: float = 0.05) -> pd.DataFrame:
+                   alpha: float = 0.05, notes: dict[str, str] | None = None) -> pd.DataFrame:
     """For each situation of :data:`SITUATIONS`, the measured recipe that fits it best: the
     largest difference from the base model on ``metric`` (``table`` from :func:`paired_table`,
-    ``labels``: recipe name -> system name in the table). A recipe whose difference is not
-    significant at ``alpha``, or not positive, is reported as such: the advice is then to keep
-    the base model. Situations without any measured recipe are left out.
+    ``labels``: recipe name -> system name in the table). When that difference is not positive
+    and significant at ``alpha``, the advice is the base model, and the ``why`` column gives the
+    measured reason (the best candidate's difference, interval and p). ``notes``: extra text
+    per situation, appended to ``why`` (for example where a recipe helps on another task).
+    Situations without any measured recipe are left out.
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
@@ -330,8 +377,23 @@ def decision_guide(table: pd.DataFrame, labels: dict[str, str], metric: str = "n
             continue
         name, best = max(cands, key=lambda c: c[1]["diff"])
         wins = best["diff"] > 0 and best["p"] < alpha
-        advice = labels[name] if wins else f"the base model (best candidate, {labels[name]}, did not beat it)"
-        rows.append({"you have": situation, "start with": advice,
+        measured = (f"{fmt_signed(best['diff'])} (95% CI {fmt_signed(best['ci_low'])} to "
+                    f"{fmt_signed(best['ci_high'])}), p {_p_text(best['p'])}")
+        if wins:
+            why = f"{labels[name]}: {measured}"
+            if len(cands) > 1:
+                why += ", the largest significant gain of the " + str(len(cands)) + " recipes that fit"
+        else:
+            why = (f"no significant gain at this scale: the best candidate, {labels[name]}, "
+                   f"{measured}")
+        if notes and situation in notes:
+            why += "; " + notes[situation]
+        rows.append({"you have": situation, "start with": labels[name] if wins else "the base model",
                      f"{metric} difference": float(best["diff"]), "95% CI": (float(best["ci_low"]), float(best["ci_high"])),
-                     "p": float(best["p"])})
+                     "p": float(best["p"]), "why": why})
     return pd.DataFrame(rows)
+
+
+def _p_text(p) -> str:
+    text = fmt_p(p)
+    return text if text.startswith("<") else f"= {text}"

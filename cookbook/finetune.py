@@ -22,12 +22,16 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         batch_size: int = 16, learning_rate: float = 2e-5, warmup: float = 0.0,
         no_duplicates: bool = False, seed: int = SEED, output_dir: str | None = None,
         progress: bool | None = None, logging_steps: int | None = None, prompts: dict | str | None = None,
-        learning_rate_mapping: dict[str, float] | None = None) -> dict:
+        learning_rate_mapping: dict[str, float] | None = None, sampling: str = "proportional") -> dict:
     """Train ``model`` in place on ``train_dataset`` with ``loss``; return a small report.
 
     Several datasets train together when ``train_dataset`` and ``loss`` are dicts with the same
     keys (sentence-transformers' multi-dataset training: each batch comes from one dataset,
-    drawn in proportion to the dataset sizes, with that dataset's loss).
+    with that dataset's loss). ``sampling`` picks the dataset of each batch: ``"proportional"``
+    (in proportion to the dataset sizes, so a large part takes most batches) or
+    ``"round_robin"`` (one batch of each part in turn, every part the same share; an epoch ends
+    when the smallest part runs out, and training goes on with the next epoch). The report's
+    ``"batches"`` counts the batches each part trained on.
 
     ``max_steps`` > 0 overrides ``epochs``. ``warmup`` below 1 is a share of the steps, from 1
     up a number of steps (the transformers convention). ``no_duplicates=True`` keeps a text out
@@ -36,7 +40,8 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     "passage: "}``), as sentence-transformers' trainer does. ``learning_rate_mapping``
     (``{parameter name regex: learning rate}``, matched against the loss's parameter names) gives
     some parameters their own learning rate, e.g. a loss's learnable scale and bias. Returns ``{"steps",
-    "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows).
+    "seconds", "seconds_per_step", "loss", "log"}`` (``log``: the trainer's loss rows), and ``"batches"`` for
+    several datasets.
     ``progress=None`` shows the trainer's tqdm bar when ``COOKBOOK_PROGRESS=1`` (the recipe
     command sets it); notebooks stay quiet.
 
@@ -46,7 +51,7 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers, MultiDatasetBatchSamplers
     from transformers.trainer_callback import PrinterCallback
 
     parts = train_dataset if isinstance(train_dataset, dict) else {"train_dataset": train_dataset}
@@ -58,8 +63,26 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
     if batch_size < 1 or (max_steps < 1 and epochs <= 0):
         raise ValueError(f"batch_size must be positive and max_steps or epochs set "
                          f"(got batch_size={batch_size}, max_steps={max_steps}, epochs={epochs})")
+    samplers = {"proportional": MultiDatasetBatchSamplers.PROPORTIONAL,
+                "round_robin": MultiDatasetBatchSamplers.ROUND_ROBIN}
+    if sampling not in samplers:
+        raise ValueError(f"sampling={sampling!r}: use one of {sorted(samplers)}")
     if progress is None:
         progress = show_progress()
+
+    class CountingTrainer(SentenceTransformerTrainer):
+        """Counts the training batches of each dataset (the trainer picks the loss by name)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batches: dict[str, int] = {}
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            name = inputs.get("dataset_name")
+            if name is not None and model.training:
+                self.batches[name] = self.batches.get(name, 0) + 1
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=output_dir or tmp, num_train_epochs=epochs, max_steps=max_steps,
@@ -69,15 +92,17 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
             logging_steps=logging_steps or (max(1, max_steps // 10) if max_steps > 0 else 10),
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
             prompts=prompts, learning_rate_mapping=learning_rate_mapping or None,
+            multi_dataset_batch_sampler=samplers[sampling],
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
+        trainer = CountingTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
         if not progress:  # without tqdm the trainer prints every log dict; keep notebooks quiet
             trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - started
     steps = int(output.global_step)
-    return {"steps": steps, "seconds": round(seconds, 1),
+    report = {"batches": dict(trainer.batches)} if isinstance(train_dataset, dict) else {}
+    return {**report, "steps": steps, "seconds": round(seconds, 1),
             "seconds_per_step": round(seconds / max(steps, 1), 3),
             "loss": round(float(output.training_loss), 4),
             "log": [row for row in trainer.state.log_history if "loss" in row]}

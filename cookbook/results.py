@@ -419,18 +419,30 @@ def readme_block(results: dict[str, dict], profile: str, figure: str | None, exp
 
 
 def guide_block(payload: dict | None, profile: str) -> str:
-    """The README's decision guide: notebook 90's table of one profile, or how to make it."""
+    """The README's decision guide: notebook 90's table of one profile (with the measured reason
+    for each row when the run saved one) and its data curves, or how to make it."""
     rows = (payload or {}).get("decision_guide") or []
     if not rows:
         return (f"No `{profile}` decision guide yet: run notebook 90 after the technique notebooks "
                 "(`make run` runs them in order).")
     metric = next((k for k in rows[0] if k.endswith(" difference")), None)
+    why = any(r.get("why") for r in rows)
     lines = [f"Profile `{profile}`, computed by [notebooks/90_compare_recipes.ipynb](notebooks/90_compare_recipes.ipynb) "
              f"on {payload.get('queries', '?')} test queries (difference from the base MiniLM, paired t-test):", "",
-             f"| you have | start with | {metric or 'difference'} | p |", "|---|---|---:|---:|"]
+             f"| you have | start with | {metric or 'difference'} | p |" + (" why |" if why else ""),
+             "|---|---|---:|---:|" + ("---|" if why else "")]
     for r in rows:
         lines.append(f"| {r['you have']} | {r['start with']} | {fmt_signed(r.get(metric)) if metric else ''} "
-                     f"| {fmt_p(r.get('p'))} |")
+                     f"| {fmt_p(r.get('p'))} |" + (f" {r.get('why') or ''} |" if why else ""))
+    curves = payload.get("data_curves") or {}
+    if curves:
+        lines += ["", "How much data? Each recipe retrained on shares of its own training data "
+                  "(same settings, same test queries; nDCG@10 difference from the base MiniLM, 95% CI, p):", ""]
+        for recipe, points in curves.items():
+            unit = points[0].get("unit", "examples") if points else "examples"
+            parts = [f"{p['examples']} {unit}: {fmt_signed(p['diff'])} ({fmt_signed(p['ci_low'])} to "
+                     f"{fmt_signed(p['ci_high'])}, p {fmt_p(p['p'])})" for p in points]
+            lines.append(f"- {recipe}: " + "; ".join(parts))
     return "\n".join(lines)
 
 

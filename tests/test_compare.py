@@ -106,7 +106,11 @@ def test_paired_table_and_decision_guide():
     guide = compare.decision_guide(table, {"promptagator": "worse", "revela": "better", "scincl": "same"})
     rows = guide.set_index("you have")
     assert rows.loc["no labels, an LLM (even a small one)", "start with"] == "better"
-    assert rows.loc["a graph over the documents (links, see-also)", "start with"].startswith("the base model")
+    assert rows.loc["a graph over the documents (links, see-also)", "start with"] == "the base model"
+    assert "no significant gain" in rows.loc["a graph over the documents (links, see-also)", "why"]
+    assert "the largest significant gain of the 2 recipes" in rows.loc["no labels, an LLM (even a small one)", "why"]
+    noted = compare.decision_guide(table, {"scincl": "same"}, notes={"a graph over the documents (links, see-also)": "X"})
+    assert noted.loc[0, "why"].endswith("; X")
     assert "graded labels (several relevance levels)" not in rows.index  # nothing measured for it
     with pytest.raises(compare.CompareError, match="base system"):
         compare.paired_table(systems, "missing")
@@ -128,11 +132,52 @@ def test_fit_trains_several_datasets_with_their_losses(tiny_model):
                  max_steps=3, batch_size=2, learning_rate=1e-3, no_duplicates=True)
     assert report["steps"] == 3
     assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(before, model.parameters()))
+    assert sum(report["batches"].values()) == 3 and set(report["batches"]) <= set(parts)
     with pytest.raises(ValueError, match="dict of losses"):
         fit(model, parts, MultipleNegativesRankingLoss(model), max_steps=1)
+    with pytest.raises(ValueError, match="sampling="):
+        fit(model, parts, {n: MultipleNegativesRankingLoss(model) for n in parts}, max_steps=1, sampling="uniform")
     with pytest.raises(ValueError, match="graded has 1 rows"):
         fit(model, {"triplets": _triplets(4), "graded": graded.select([0])},
             {"triplets": MultipleNegativesRankingLoss(model), "graded": BiXSELoss(model)}, max_steps=1)
+
+
+def test_data_curve_nests_the_shares_and_reuses_the_full_model(tiny_model, binary_data):
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"anchor": [f"q{i}" for i in range(10)], "positive": [f"d{i}" for i in range(10)]})
+    shares = compare.nested_shares(ds, (1.0, 0.5, 0.25), seed=1)
+    assert [len(v) for v in shares.values()] == [2, 5, 10]  # round(2.5) = 2, at least 2 rows
+    assert set(shares[0.25]["anchor"]) <= set(shares[0.5]["anchor"]) <= set(shares[1.0]["anchor"])
+    with pytest.raises(compare.CompareError, match="shares"):
+        compare.nested_shares(ds, (0.0,))
+    with pytest.raises(compare.CompareError, match="at least 2"):
+        compare.nested_shares(ds.select([0]), (1.0,))
+    seen = []
+    base = compare.evaluate_system("base", tiny_model, binary_data, cache=False)
+    curve = compare.data_curve(lambda subset: seen.append(len(subset)) or tiny_model, ds, binary_data, base,
+                               shares=(0.5, 1.0), full=base)
+    assert seen == [5]  # share 1.0 is the given full model, not trained again
+    assert list(curve["examples"]) == [5, 10] and list(curve["model"]) == ["retrained", "saved model"]
+    assert (curve["diff"] == 0).all() and curve["queries"].min() > 0  # the same model as the base: no difference
+
+
+def test_round_robin_gives_every_part_the_same_share_of_batches(tiny_model):
+    """Proportional sampling lets a large part take most batches; round robin alternates, and
+    goes on into the next epoch when the small part runs out."""
+    import copy
+
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from cookbook.finetune import fit
+
+    model = copy.deepcopy(tiny_model)
+    parts = {"small": _triplets(4), "large": _triplets(40)}
+    losses = {n: MultipleNegativesRankingLoss(model) for n in parts}
+    proportional = fit(model, parts, losses, max_steps=10, batch_size=2, learning_rate=1e-5)
+    round_robin = fit(model, parts, losses, max_steps=10, batch_size=2, learning_rate=1e-5, sampling="round_robin")
+    assert proportional["batches"]["large"] > proportional["batches"].get("small", 0)
+    assert round_robin["batches"] == {"small": 5, "large": 5}
 
 
 def test_large_embedder_archive_is_joined_and_unpacked_once(tmp_path):

@@ -140,6 +140,12 @@ def test_guide_block_renders_notebook_90s_table_or_says_how_to_make_it():
     assert "| graded labels | BiXSE | +0.017 | 0.0096 |" in block
     assert "| click logs | two-tower (70-71) |  |  |" in block
     assert "No `smoke` decision guide yet" in results.guide_block(None, "smoke")
+    payload["decision_guide"][0]["why"] = "BiXSE: +0.017, the largest significant gain"
+    payload["data_curves"] = {"BiXSE": [{"examples": 100, "unit": "labelled pairs", "diff": 0.01, "ci_low": -0.002,
+                                         "ci_high": 0.02, "p": 0.1}]}
+    block = results.guide_block(payload, "laptop")
+    assert "| graded labels | BiXSE | +0.017 | 0.0096 | BiXSE: +0.017, the largest significant gain |" in block
+    assert "- BiXSE: 100 labelled pairs: +0.010 (-0.002 to +0.020, p 0.10)" in block
     text = "a\n<!-- guide:start -->\nold\n<!-- guide:end -->\nb"
     new = results.replace_block(text, results.GUIDE_START, results.GUIDE_END, block)
     assert "old" not in new and "| graded labels | BiXSE |" in new and new.endswith("b")
