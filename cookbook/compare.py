@@ -7,8 +7,9 @@ training pairs, LLM calls and tokens). The card is written last, so a folder wit
 complete save. :func:`saved_recipes` lists what is there, :func:`load_recipe` loads one,
 :func:`evaluate_system` scores a retriever (and optionally a reranker on top) on one set of
 queries, :func:`paired_table` turns the per-query scores into differences from the base model
-with confidence intervals, and :func:`decision_guide` picks a recipe per situation from those
-numbers.
+with confidence intervals, :func:`data_curve` retrains a recipe on growing shares of its saved
+data (the gain against the number of training examples), and :func:`decision_guide` picks a
+recipe per situation from those numbers, with the measured reason.
 
 Taught in: notebooks/90_compare_recipes.ipynb
 """

@@ -463,6 +463,28 @@ def test_precision_is_part_of_the_score_cache_key(tiny_lm, tmp_path):
     assert u.cache_hits == len(q) and u.items == 0
 
 
+def test_generation_in_bf16_runs_the_bf16_copy_under_its_own_cache_key(tiny_lm, tmp_path):
+    tok, model = tiny_lm
+    db = tmp_path / "llm.sqlite"
+    params = L.SamplingParams(max_new_tokens=5, temperature=0.0, n=1)
+    exact = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="bf16")
+    assert exact._generation_model() is model  # the default: generation runs the model as loaded
+    out = exact.generate(PROMPTS[:3], params)
+    fast = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="bf16",
+                      generate_precision="auto")
+    assert str(next(fast._generation_model().parameters()).dtype) == "torch.bfloat16"
+    with fast.track() as u:  # never replays the fp32 generations as bf16 ones
+        fast_out = fast.generate(PROMPTS[:3], params)
+    assert u.cache_hits == 0 and u.items == 3 and all(len(x) == 1 for x in fast_out)
+    fp32_machine = L.LocalLLM(tok, model, model_name="tiny", cache=db, progress=False, precision="fp32",
+                              generate_precision="auto")
+    with fp32_machine.track() as u:  # auto without bf16 scoring generates in fp32: the fp32 cache entries
+        assert fp32_machine.generate(PROMPTS[:3], params) == out
+    assert u.cache_hits == 3
+    with pytest.raises(L.LLMConfigError, match="generate_precision"):
+        L.LocalLLM(tok, model, model_name="tiny", cache=False, generate_precision="int8")
+
+
 def test_shared_document_cache_gives_the_plain_scores(tiny_lm):
     tok, model = tiny_lm
     q, d = _grid()

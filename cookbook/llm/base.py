@@ -202,6 +202,10 @@ class BaseLLM:
     def reset_usage(self) -> None:
         self.usage = Usage()
 
+    def _generate_key(self) -> dict:
+        """What, besides the sampling parameters, decides a backend's generations (cache key)."""
+        return {}
+
     # ---- the cached loop ------------------------------------------------------------------
     def _cached_map(self, kind: str, prompts: list, params_key: dict, compute, desc: str,
                     batch_size: int) -> list:
@@ -271,7 +275,7 @@ class BaseLLM:
             if not isinstance(p, str):
                 raise LLMConfigError(f"prompt {i} is {type(p).__name__}, expected str")
         params = (params or SamplingParams()).replace(**overrides) if overrides else (params or SamplingParams())
-        key = dict(params.key(), chat=chat)
+        key = dict(params.key(), chat=chat, **self._generate_key())
 
         def compute(batch):
             return [(texts, pt, ct) for texts, pt, ct in self._generate_batch(batch, params, chat)]

@@ -45,7 +45,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     seed_everything(seed)
     group_size = min(group_size, len(data.corpus))
     # 1. the dense first stage, measured before training: the system the reranker must beat
-    first, llm = common.embedder_or_default(embedder), common.llm_or_default(llm)
+    # the default local LLM writes the queries in bf16 where the CPU does bf16 natively (3x faster)
+    first, llm = common.embedder_or_default(embedder), common.llm_or_default(llm, generate_precision="auto")
     before = common.start(data, first, seed=seed)
     with llm.track() as usage:
         # 2. synthetic queries for sampled documents (round-trip consistency filter)
