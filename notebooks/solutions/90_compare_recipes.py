@@ -44,13 +44,24 @@ def _union(saved, names):
 
 
 def _train_combined(data, parts, steps, max_seq_length=64, batch_size=16, seed=SEED):
+    """As in the notebook: round robin over the parts, BiXSE from notebook 31's start, lr 5e-5."""
     model = models.load_embedder(max_seq_length=max_seq_length)
-    loss = {n: bixse.BiXSELoss(model) if n == "bixse" else MultipleNegativesRankingLoss(model) for n in parts}
-    fit(model, parts, loss, max_steps=steps, batch_size=batch_size, no_duplicates=True, seed=seed)
+    saved = compare.saved_recipes()
+    loss, mapping = {}, {}
+    for n in parts:
+        if n == "bixse":
+            card = saved[n].card
+            loss[n] = bixse.BiXSELoss(model, **card.get("start", {}))
+            mapping |= {f"^{n}\\." + p.lstrip("^"): lr
+                        for p, lr in loss[n].learning_rate_mapping(card.get("param_lr", 1e-2)).items()}
+        else:
+            loss[n] = MultipleNegativesRankingLoss(model)
+    fit(model, parts, loss, max_steps=steps, batch_size=batch_size, learning_rate=5e-5, warmup=0.1,
+        no_duplicates=True, seed=seed, sampling="round_robin", learning_rate_mapping=mapping)
     return compare.evaluate_system("combined", model, data, seed=seed)
 
 
-def exercise_2_equal_steps(data, names=("customir", "scincl", "bixse"), steps: int = 60) -> pd.DataFrame:
+def exercise_2_equal_steps(data, names=("customir", "scincl", "bixse"), steps: int = 72) -> pd.DataFrame:
     """The combined recipe at the notebook's steps and at the sum of its parts' steps."""
     saved = compare.saved_recipes()
     names = [n for n in names if n in saved]
@@ -61,7 +72,7 @@ def exercise_2_equal_steps(data, names=("customir", "scincl", "bixse"), steps: i
     return pd.DataFrame(out).T
 
 
-def exercise_3_leave_one_out(data, names=("customir", "scincl", "bixse"), steps: int = 60) -> pd.DataFrame:
+def exercise_3_leave_one_out(data, names=("customir", "scincl", "bixse"), steps: int = 72) -> pd.DataFrame:
     """The combined recipe without each part in turn, paired against the full union."""
     saved = compare.saved_recipes()
     names = [n for n in names if n in saved]
