@@ -62,15 +62,16 @@ __all__ = ["LLM", "QL_TEMPLATE", "BaseLLM", "LLMConfigError", "LLMError", "LLMHT
 import os  # noqa: E402
 
 
-def get_llm(backend: str | None = None, **kwargs) -> BaseLLM:
+def get_llm(backend: str | None = None, *, generate_precision: str = "fp32", **kwargs) -> BaseLLM:
     """The backend named by ``backend`` or ``COOKBOOK_LLM_BACKEND``: ``local`` (default) or
     ``http`` (an OpenAI-compatible endpoint from the ``COOKBOOK_LLM_*`` variables).
+    ``generate_precision`` is the local backend's (:class:`LocalLLM`); a server picks its own.
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
     """
     name = (backend or os.environ.get("COOKBOOK_LLM_BACKEND") or "local").lower()
     if name in ("local", "transformers"):
-        return LocalLLM(**kwargs)
+        return LocalLLM(generate_precision=generate_precision, **kwargs)
     if name in ("http", "openai", "openai-http"):
         return OpenAIHTTPLLM(**kwargs)
     raise LLMConfigError(f"unknown LLM backend {name!r} (argument or COOKBOOK_LLM_BACKEND); choose local or http")

@@ -66,12 +66,7 @@ def embedder_or_default(embedder=None, max_seq_length: int = 128):
 def llm_or_default(llm=None, *, generate_precision: str = "fp32"):
     """``llm`` itself, or the default LLM backend (``cookbook.llm.get_llm``); a local default
     generates with ``generate_precision`` (``auto``: in bf16 where the CPU does bf16 natively)."""
-    if llm is not None:
-        return llm
-    default = get_llm()
-    if hasattr(default, "generate_precision"):
-        default.generate_precision = generate_precision
-    return default
+    return llm if llm is not None else get_llm(generate_precision=generate_precision)
 
 
 def dense_index(model, data, prompts: dict | None = None):

@@ -101,7 +101,7 @@ def _lora_fingerprint(model) -> str:
 def fine_tune_query_model(examples: Sequence[tuple[str, str]], *, steps: int = 20, batch_size: int = 8,
                           learning_rate: float = 1e-3, r: int = 8, alpha: int = 16,
                           max_tokens: int = 128, role: str = "generator", tokenizer=None, model=None,
-                          cache=None, name: str | None = None, seed: int = SEED):
+                          cache=None, name: str | None = None, generate_precision: str = "fp32", seed: int = SEED):
     """LoRA fine-tuning (``peft``) of the causal LM on (prompt, query) examples; returns a
     :class:`cookbook.llm.LocalLLM` around the merged model.
 
@@ -109,7 +109,9 @@ def fine_tune_query_model(examples: Sequence[tuple[str, str]], *, steps: int = 2
     ``max_tokens`` from the left. The LLM's cache name carries a fingerprint of the trained
     adapter, so cached generations of the base model and of every fine-tuned model never mix.
     ``tokenizer``/``model`` default to a fresh copy of the ``role`` model (the base is never
-    modified). Returns the LLM with ``.train_report`` (steps, seconds, first and last loss).
+    modified). ``generate_precision``: the LLM's (``auto``: generation in bf16 where the CPU does
+    bf16 natively, :class:`cookbook.llm.LocalLLM`). Returns the LLM with ``.train_report``
+    (steps, seconds, first and last loss).
 
     Taught in: notebooks/30_synthesize_graded_relevance.ipynb
     """
@@ -170,7 +172,7 @@ def fine_tune_query_model(examples: Sequence[tuple[str, str]], *, steps: int = 2
     merged = peft_model.merge_and_unload()
     merged.eval()
     llm = LocalLLM(tokenizer, merged, model_name=name or f"{base_name}+lora-{fingerprint}", cache=cache,
-                   progress=False)
+                   progress=False, generate_precision=generate_precision)
     llm.train_report = {"steps": steps, "seconds": round(time.perf_counter() - started, 1),
                         "first_loss": round(losses[0], 4), "last_loss": round(float(np.mean(losses[-3:])), 4),
                         "examples": len(encoded), "fingerprint": fingerprint}
