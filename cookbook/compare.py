@@ -130,7 +130,8 @@ class SavedRecipe:
 
     @property
     def label(self) -> str:
-        return self.card["label"]
+        """The recipe's current name for its model (the card keeps the name it was saved under)."""
+        return RECIPES[self.name][2] if self.name in RECIPES else self.card["label"]
 
     @property
     def notebook(self) -> str:
