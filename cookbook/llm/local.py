@@ -59,7 +59,7 @@ class LocalLLM(BaseLLM):
     on a CPU with native bf16 and fp32 elsewhere (:mod:`cookbook.llm.precision`); a format other
     than fp32 is part of the cache key. ``generate_precision`` is generation's: ``fp32`` (the
     default: the model as loaded), or ``auto``, which generates with the same lower-precision
-    copy as scoring where ``precision`` resolved to ``bf16`` (several times faster on a CPU with
+    copy as scoring where ``precision`` resolved to ``bf16`` (about 1.5x faster on a 2-core CPU with
     native bf16; other texts than fp32's, so bf16 generations have their own cache key).
 
     Taught in: notebooks/20_generate_queries_promptagator.ipynb
