@@ -384,7 +384,7 @@ def decision_guide(table: pd.DataFrame, labels: dict[str, str], metric: str = "n
         if wins:
             why = f"{labels[name]}: {measured}"
             if len(cands) > 1:
-                why += ", the largest significant gain of the " + str(len(cands)) + " recipes that fit"
+                why += f", the largest significant gain of the {len(cands)} recipes that fit"
         else:
             why = (f"no significant gain at this scale: the best candidate, {labels[name]}, "
                    f"{measured}")
