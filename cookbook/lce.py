@@ -387,7 +387,8 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
     ``dev(model) -> (score, run)`` is the checkpoint choice (:func:`dev_check`): it runs before
     the first step and every ``dev_every`` steps; the model ends with the weights of the best
     dev score (the earliest on a tie, so step 0 wins when nothing beats it), and the report
-    adds ``dev_curve`` (step, score), ``best_step``, ``best_score`` and ``best_run``.
+    adds ``dev_curve`` (step, score), ``best_step``, ``best_score``, ``best_run`` and the
+    cross-encoder's ``dev_pairs_per_second`` over the checks that ran it.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
@@ -428,7 +429,9 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
     if check is not None:
         model.model.load_state_dict(check.best_state)
         report.update(dev_curve=check.curve, best_step=check.best_step, best_score=check.best_score,
-                      best_run=check.best_run, dev_seconds=round(check.seconds, 1))
+                      best_run=check.best_run, dev_seconds=round(check.seconds, 1),
+                      dev_pairs_per_second=round(check.model_pairs / check.model_seconds, 1)
+                      if check.model_pairs and check.model_seconds > 0 else None)
     return report
 
 
@@ -439,7 +442,7 @@ class _DevCheck:
     def __init__(self, model, dev, every: int, max_steps: int):
         self.model, self.dev, self.every, self.max_steps = model, dev, every, max_steps
         self.curve, self.best_score, self.best_step, self.best_state, self.best_run = [], -np.inf, 0, None, None
-        self.seconds = 0.0
+        self.seconds, self.model_pairs, self.model_seconds = 0.0, 0, 0.0
 
     def _check(self, step: int) -> None:
         started = time.perf_counter()
@@ -447,6 +450,8 @@ class _DevCheck:
         was_training = module.training
         score, run = self.dev(self.model)
         module.train(was_training)
+        if getattr(run, "model_pairs", 0):  # the cross-encoder's throughput, where it ran
+            self.model_pairs, self.model_seconds = self.model_pairs + run.model_pairs, self.model_seconds + run.seconds
         self.curve.append({"step": step, "dev": float(score)})
         if score > self.best_score:
             self.best_score, self.best_step, self.best_run = float(score), step, run
@@ -531,6 +536,14 @@ def residual_of(model) -> float | None:
     return float(value) if value is not None else None
 
 
+def residual_is_zero(model) -> bool:
+    """True for a residual reranker whose output layer is all zeros, so ``f = 0`` on every pair."""
+    if residual_of(model) is None:
+        return False
+    head = output_layer(model)
+    return not bool(head.weight.detach().any()) and (head.bias is None or not bool(head.bias.detach().any()))
+
+
 def keep_first_stage(model) -> None:
     """Set ``f = 0``: the residual reranker returns exactly its first stage's order."""
     import torch
@@ -610,10 +623,11 @@ class RerankedRun(dict):
     pairs: int
     seconds: float
     depth: int
+    model_pairs: int  # pairs the cross-encoder scored (0 when f = 0 made it unnecessary)
 
     @property
     def pairs_per_second(self) -> float:
-        return self.pairs / self.seconds if self.seconds > 0 else float("nan")
+        return self.model_pairs / self.seconds if self.model_pairs and self.seconds > 0 else float("nan")
 
 
 def _ranked(docs: Mapping[str, float]) -> list[str]:
@@ -657,7 +671,9 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     keep their first-stage order underneath), with ``.scores`` (raw logits), ``.pairs``,
     ``.seconds`` and ``.pairs_per_second``. ``queries`` defaults to ``data.queries``.
     A residual reranker (:func:`residual_reranker`) scores ``a * run score + f``: give it the
-    run of the first stage it was trained over.
+    run of the first stage it was trained over. While its output layer is all zeros (step 0, or
+    :func:`keep_first_stage`) ``f`` is exactly 0 for every pair, so the cross-encoder is not run
+    (``.model_pairs`` is 0 and ``.pairs_per_second`` is NaN: nothing was measured).
     A run naming a document or query that ``data`` does not hold is an
     :class:`UnknownDocumentError`.
 
@@ -676,7 +692,10 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     keys = [(qid, d) for qid, docs in run.items() for d in _ranked(docs)[:depth]]
     started = time.perf_counter()
     logits = []
-    if keys:
+    skipped = bool(keys) and residual_is_zero(model)
+    if skipped:  # f = 0 for every input: the scores are a * run score, no forward pass needed
+        logits = np.zeros(len(keys))
+    elif keys:
         logits = model.predict([(queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
                                activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
     seconds = time.perf_counter() - started
@@ -686,6 +705,7 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
         scores[q][d] = float(s) + (scale * float(run[q][d]) if scale is not None else 0.0)
     out = RerankedRun(at_depth(run, scores, depth))
     out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
+    out.model_pairs = 0 if skipped else len(keys)
     return out
 
 
@@ -706,9 +726,12 @@ def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEE
     (a residual reranker needs its ``first_stage`` DenseIndex for the ``a * cos`` part)."""
     pairs = evaluate.distinction_pairs(data, split, seed=seed)
     keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
-    logits = model.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
-                           convert_to_numpy=True, show_progress_bar=False)
-    values = np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]
+    if residual_is_zero(model):  # f = 0 on every pair: a * cos alone, no forward pass
+        values = np.zeros(len(keys))
+    else:
+        logits = model.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
+                               activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
+        values = np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]  # raw logits, as rerank uses
     scale = residual_of(model)
     if scale is not None and keys:
         if first_stage is None:
@@ -742,6 +765,7 @@ def query_likelihood_rerank(llm, run: Mapping[str, Mapping[str, float]], data, *
         scores[q][d] = float(v)
     out = RerankedRun(at_depth(run, scores, depth))
     out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
+    out.model_pairs = len(keys)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -209,6 +210,17 @@ def test_residual_reranker_starts_exactly_at_its_first_stage(tiny_model, smoke_d
     for q in qids:  # f = 0 at step 0: the reranked scores are a * first-stage scores
         assert out.scores[q] == pytest.approx({d: scale * s for d, s in run[q].items()}, abs=1e-5)
         assert sorted(out[q], key=lambda d: -out[q][d]) == sorted(run[q], key=lambda d: -run[q][d])
+    # f = 0 exactly, so the cross-encoder did not run; once the head moves it does, and adds raw logits
+    assert R.residual_is_zero(model) and out.model_pairs == 0 and np.isnan(out.pairs_per_second)
+    with torch.no_grad():
+        R.output_layer(model).weight.fill_(0.05)
+    moved = R.rerank(model, run, smoke_data, depth=8, queries=queries)
+    assert not R.residual_is_zero(model) and moved.model_pairs == moved.pairs == 24 and moved.pairs_per_second > 0
+    q, d = qids[0], next(iter(run[qids[0]]))
+    logit = float(model.predict([(queries[q], smoke_data.doc_text(d))], activation_fn=torch.nn.Identity())[0])
+    assert moved.scores[q][d] == pytest.approx(scale * run[q][d] + logit, abs=1e-4)
+    R.keep_first_stage(model)
+    assert R.residual_is_zero(model)
     # the prior gives the same first-stage scores inside an LCE batch
     prior = R.FirstStagePrior(index, smoke_data, scale)
     docs = list(run[qids[0]])[:3]

@@ -283,6 +283,9 @@ def test_loop_accounting_and_no_leak(tiny_data, tiny_model, tiny_index, mode):
     # round 2 fine-tunes on human pairs plus what round 1 accepted
     assert [r for r, _ in calls] == [1, 2]
     assert calls[0][1] == len(human)
+    # the query models' own LLM work is counted (a recipe's cost card adds it to its base LLM's)
+    assert loop.usage.items > 0 and loop.usage.calls > 0
+    assert loop.usage.items == sum(qm.usage.items for qm in loop.query_models)
     assert calls[1][1] == len(human) + int((loop.accepted["round"] == 1).sum())
     # accounting: the table adds up to the decisions, and accepted rows are the accepted decisions
     table = loop.table
@@ -546,3 +549,19 @@ def test_sft_examples_can_be_balanced_by_level(tiny_data):
     assert sum("Level: 2" in p for p, _ in even) == 12 and sum("Level: 0" in p for p, _ in even) == 12
     assert {q for _, q in even} <= {q for _, q in plain}
     assert G.sft_examples(pairs, tiny_data, balance=True, seed=1) == even  # seeded
+
+
+def test_agreement_chance_lines():
+    asked = [0] + [1] * 4 + [2] * 4 + [3]  # requests weighted to the middle levels, as in notebook 30
+    # a level-blind model: the judge places every query at level 0 whatever was asked
+    blind = G.agreement(pd.DataFrame({"level": asked, "pred": [0] * len(asked)}))
+    assert blind[0] == 1.0 and blind[1] == blind[2] == blind[3] == 0.0
+    assert blind["macro"] == pytest.approx(0.25) and blind["all"] == pytest.approx(0.1)
+    assert blind["chance (all)"] == pytest.approx(0.1) and blind["kappa"] == pytest.approx(0.0)
+    perfect = G.agreement(pd.DataFrame({"level": asked, "pred": asked}))
+    assert perfect["macro"] == perfect["all"] == perfect["kappa"] == 1.0
+    # 6 of 10 followed; a level-blind model with these outputs: 0.1*0.1 + 0.4*0.6 + 0.4*0.3 + 0.1*0 = 0.37
+    mixed = G.agreement(pd.DataFrame({"level": asked, "pred": [0, 1, 1, 1, 2, 1, 1, 2, 2, 1]}))
+    assert mixed["all"] == pytest.approx(0.6) and mixed["chance (all)"] == pytest.approx(0.37)
+    assert mixed["kappa"] == pytest.approx((0.6 - 0.37) / 0.63)
+    assert mixed["macro"] == pytest.approx((1 + 0.75 + 0.5 + 0) / 4)

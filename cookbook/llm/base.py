@@ -117,6 +117,10 @@ class Usage:
     seconds: float = 0.0
     saved_seconds: float = 0.0
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                        for f in dataclasses.fields(self)})
+
     def __sub__(self, other: Usage) -> Usage:
         return Usage(**{f.name: getattr(self, f.name) - getattr(other, f.name)
                         for f in dataclasses.fields(self)})

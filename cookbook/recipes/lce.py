@@ -110,7 +110,15 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                          dev_curve=trained.get("dev_curve"), best_step=trained.get("best_step"),
                          train_loss=trained["loss"], final_loss=trained["final_loss"],
                          first_stage_loss=round(technique.prior_loss(groups, data, prior), 4),
-                         pairs_per_second=reranked.pairs_per_second if reranked is not None else None)
+                         pairs_per_second=_throughput(reranked, trained))
+
+
+def _throughput(reranked, trained) -> float | None:
+    """The cross-encoder's pairs per second: on the test rerank, or (f = 0 there, so it did not
+    run) on the dev checks."""
+    if reranked is not None and reranked.model_pairs:
+        return round(reranked.pairs_per_second, 1)
+    return trained.get("dev_pairs_per_second")
 
 
 def _dev_split(data, groups, n_queries: int, seed: int):

@@ -111,6 +111,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                                      score_steps=score_steps if score_kind != "cross-encoder" else max(1, score_steps // 2),
                                      retriever=before.index, pool_depth=neighbours if n_levels > 2 else 0,
                                      balance_levels=True, seed=seed)
+    if isinstance(llm, LocalLLM):  # the LoRA query models are LLMs of their own: their work counts too
+        usage = usage + loop.usage
     # 5. a balanced graded training set, and the embedder trained on it with `loss`
     train_set = technique.balance(human, loop.accepted, {lv: per_level for lv in range(n_levels)}, seed=seed)
     batch_size = min(batch_size, len(train_set))

@@ -6,6 +6,7 @@ Taught in: notebooks/30_synthesize_graded_relevance.ipynb
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ import pandas as pd
 
 from cookbook.config import SEED
 from cookbook.finetune import fit
+from cookbook.llm.base import Usage
 from cookbook.querygen import normalize
 from cookbook.ssra.levels import PAIR_COLUMNS, GradedError, assert_no_eval_leak, check_levels
 from cookbook.ssra.query_model import accept, clean, generate, level_requests, sft_examples
@@ -36,6 +38,9 @@ class LoopResult:
     query_models: list = field(default_factory=list)
     reports: list = field(default_factory=list)
     pool: pd.DataFrame = field(default_factory=pd.DataFrame)  # annotated first-stage neighbours (pool_depth > 0)
+    # the LLM work of query models that are LLMs of their own (LoRA-tuned copies): a prompted
+    # query model's calls are counted by its base LLM's ``track()`` instead
+    usage: Usage = field(default_factory=Usage)
 
 
 def acceptance_table(decisions: pd.DataFrame, n_levels: int = 4) -> pd.DataFrame:
@@ -99,7 +104,7 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     requests_per_round = round_requests(doc_ids, rounds, level_weights, n_levels, seed=seed)
     seen = {(normalize(q), d) for q, d in zip(human["query"], human["doc_id"])}
     accepted = pd.DataFrame(columns=[*PAIR_COLUMNS, "round", "via"])
-    decisions, pools, query_models, reports = [], [], [], []
+    decisions, pools, query_models, reports, usage = [], [], [], [], Usage()
     for rnd in range(1, rounds + 1):
         train_pairs = pd.concat([human[PAIR_COLUMNS], accepted[PAIR_COLUMNS]], ignore_index=True)
         assert_no_eval_leak(train_pairs, data, f"round {rnd} training pairs")
@@ -107,8 +112,10 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
             train_query_model(sft_examples(train_pairs, data, n_levels, balance=balance_levels, seed=seed + rnd), rnd)
         query_models.append(qm)
         requests = requests_per_round[rnd - 1]
-        raw = generate(qm, data, requests, n_levels=n_levels, n=n_samples, temperature=temperature,
-                       generator=f"round {rnd}", seed=seed + rnd)
+        with (qm.track() if hasattr(qm, "track") else contextlib.nullcontext(Usage())) as used:
+            raw = generate(qm, data, requests, n_levels=n_levels, n=n_samples, temperature=temperature,
+                           generator=f"round {rnd}", seed=seed + rnd)
+        usage += used
         cleaned = clean(raw, data, seen=seen)
         decided = accept(annotate(scorer, cleaned, data), threshold=threshold, mode=mode)
         decided["round"] = rnd
@@ -139,7 +146,8 @@ def collaborate(data, human: pd.DataFrame, scorer, doc_ids: Sequence[str], *, ro
     accepted["level"] = accepted["level"].astype(int)
     assert_no_eval_leak(accepted, data, "accepted synthetic pairs")
     return LoopResult(accepted.reset_index(drop=True), decisions_df, acceptance_table(decisions_df, n_levels),
-                      scorer, query_models, reports, pool=pd.concat(pools, ignore_index=True) if pools else pd.DataFrame())
+                      scorer, query_models, reports, pool=pd.concat(pools, ignore_index=True) if pools else pd.DataFrame(),
+                      usage=usage)
 
 
 def neighbour_pool(retriever, generated: pd.DataFrame, depth: int, seen: set | None = None) -> pd.DataFrame:

@@ -249,12 +249,28 @@ def clean(generated: pd.DataFrame, data, *, seen: set[str] | None = None, min_wo
 
 
 def agreement(annotated: pd.DataFrame, n_levels: int = 4) -> pd.Series:
-    """Per requested level, the share of generated queries that the score model places at that
-    level (argmax), plus "all"."""
-    hit = annotated["pred"] == annotated["level"]
-    out = {lv: (float(hit[annotated["level"] == lv].mean()) if (annotated["level"] == lv).any() else np.nan)
-           for lv in range(n_levels)}
+    """How often the score model places a generated query at the level it was requested for.
+
+    Per requested level (0..n-1) the share it places there (argmax ``pred``), then four summaries:
+    "macro", the mean over the requested levels (a query model that ignores the level scores
+    ``1 / n_levels`` on it whatever the judge does, so that is its chance line); "all", the share
+    over every request, whose chance line depends on how the requests and the judge's labels are
+    spread: "chance (all)" is the share a level-blind model with the same outputs would get,
+    ``sum_L share requested(L) * share judged(L)``; and "kappa", Cohen's kappa, ``all`` corrected
+    for that chance (0: level-blind; 1: always followed).
+
+    Taught in: notebooks/30_synthesize_graded_relevance.ipynb
+    """
+    asked, judged = annotated["level"].astype(int), annotated["pred"].astype(int)
+    hit = judged == asked
+    out = {lv: (float(hit[asked == lv].mean()) if (asked == lv).any() else np.nan) for lv in range(n_levels)}
+    per_level = [v for v in out.values() if not np.isnan(v)]
+    out["macro"] = float(np.mean(per_level)) if per_level else np.nan
     out["all"] = float(hit.mean()) if len(hit) else np.nan
+    chance = (float(sum(asked.eq(lv).mean() * judged.eq(lv).mean() for lv in range(n_levels)))
+              if len(hit) else np.nan)
+    out["chance (all)"] = chance
+    out["kappa"] = (out["all"] - chance) / (1 - chance) if len(hit) and chance < 1 else np.nan
     return pd.Series(out, name="agreement")
 
 
