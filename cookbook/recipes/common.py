@@ -30,7 +30,7 @@ from cookbook import beir, evaluate, models, retrieval
 from cookbook.beir import DataFormatError, RetrievalData
 from cookbook.config import show_progress
 from cookbook.corpus import load_apidocs
-from cookbook.llm import Usage, get_llm
+from cookbook.llm import LocalLLM, Usage, get_llm
 
 #: the measures of every recipe report (``evaluate.DEFAULT_MEASURES``), on the test split
 MEASURES = evaluate.DEFAULT_MEASURES
@@ -63,10 +63,16 @@ def embedder_or_default(embedder=None, max_seq_length: int = 128):
     return embedder if embedder is not None else models.load_embedder(max_seq_length=max_seq_length)
 
 
-def llm_or_default(llm=None, *, generate_precision: str = "fp32"):
+def llm_or_default(llm=None, *, generate_precision: str = "fp32", batch_size: int | None = None):
     """``llm`` itself, or the default LLM backend (``cookbook.llm.get_llm``); a local default
-    generates with ``generate_precision`` (``auto``: in bf16 where the CPU does bf16 natively)."""
-    return llm if llm is not None else get_llm(generate_precision=generate_precision)
+    generates with ``generate_precision`` (``auto``: in bf16 where the CPU does bf16 natively)
+    and ``batch_size`` prompts a call (None: the backend's default)."""
+    if llm is not None:
+        return llm
+    llm = get_llm(generate_precision=generate_precision)
+    if batch_size and isinstance(llm, LocalLLM):
+        llm.batch_size = batch_size
+    return llm
 
 
 def dense_index(model, data, prompts: dict | None = None):

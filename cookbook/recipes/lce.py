@@ -19,7 +19,7 @@ from cookbook.recipes.common import RecipeError
 
 def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, n_docs: int = 800,
         n_samples: int = 2, group_size: int = 8, label_depth: int = 30, batch_size: int = 4,
-        rerank_depth: int = 20, max_length: int = 128, learning_rate: float = 1e-4, dev_every: int = 50,
+        rerank_depth: int = 20, max_length: int = 128, learning_rate: float = 1e-4, dev_every: int = 75,
         dev_queries: int = 100, verify: bool = False, margin: float = 0.0, train_labels: bool = True,
         seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the reranker to ``out_dir/"model"``.
@@ -46,8 +46,10 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     seed_everything(seed)
     group_size = min(group_size, len(data.corpus))
     # 1. the dense first stage, measured before training: the system the reranker must beat
-    # the default local LLM writes the queries in bf16 where the CPU does bf16 natively (about 1.5x faster)
-    first, llm = common.embedder_or_default(embedder), common.llm_or_default(llm, generate_precision="auto")
+    # the default local LLM writes the queries in bf16 where the CPU does bf16 natively (about 1.5x
+    # faster), 16 prompts a call (about 1.2x faster than 8 on 2 cores)
+    first = common.embedder_or_default(embedder)
+    llm = common.llm_or_default(llm, generate_precision="auto", batch_size=16)
     before = common.start(data, first, seed=seed)
     with llm.track() as usage:
         # 2. synthetic queries for sampled documents (round-trip consistency filter)
