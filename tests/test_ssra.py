@@ -383,7 +383,7 @@ def test_recipe_on_the_tiny_fixture(tiny_data, tiny_model, tmp_path):
     assert report["recipe"] == "ssra" and report["steps"] == 2
     assert set(report) >= {"before", "after", "comparison", "seconds", "llm_usage", "train_pairs"}
     assert report["train_pairs"] == sum(report["histogram_after"].values())
-    assert report["score_model"] == "ranking" and report["loss"] == "cosent"
+    assert report["score_model"] == "ranking" and report["loss"] == "listwise"
     assert 0 <= report["synthetic_from_neighbours"] <= report["synthetic_accepted"]
     assert set(report["synthetic_share"]) <= {"0", "1", "2", "3"}
     assert all(0.0 <= v <= 1.0 for v in report["synthetic_share"].values())

@@ -62,7 +62,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("customir", customir.recipe, "21_adapt_to_known_corpus_customir", "embedder",
            "MiniLM + LLM queries with LLM-verified hard negatives", "a corpus"),
     Recipe("ssra", ssra.recipe, "30_synthesize_graded_relevance", "embedder",
-           "MiniLM + SSRA-style graded pairs (dev-chosen loss)", "graded or binary qrels with a train split (or an LLM)"),
+           "MiniLM + SSRA-style graded pairs (listwise loss)", "graded or binary qrels with a train split (or an LLM)"),
     Recipe("bixse", bixse.recipe, "31_train_with_graded_targets_bixse", "embedder",
            "MiniLM + BiXSE over grade / 3", "judged pairs (a train split), or an LLM for generated ones"),
     Recipe("lce", lce.recipe, "40_train_reranker_lce", "reranker",
