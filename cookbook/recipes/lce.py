@@ -36,10 +36,14 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     checkpoint with the best dev nDCG@10 (the folder's ``dev`` split, else 15% of the synthetic
     pairs held out); **if that checkpoint does not beat the first stage on the dev check
     (paired t-test, p < 0.05), f = 0 and the reranker keeps the first stage's order** ->
-    the dense top ``rerank_depth`` of the test queries reranked. Measured with the defaults on
-    the embedded corpus (about 4,800 documents, 2 CPU cores, an empty LLM cache): 22 minutes,
-    of which 6.5 are the LLM writing 1,600 queries (in bf16 on a CPU with native bf16, 2.05
-    prompts/s; 1.4 in fp32); ``n_docs=400`` halves that part.
+    the dense top ``rerank_depth`` of the test queries reranked (while ``f = 0`` the
+    cross-encoder is not run: the order is the first stage's exactly). Measured with the defaults
+    on the embedded corpus (about 4,800 documents, 2 CPU cores, an empty LLM cache, the first
+    stage's corpus embeddings cached): 16 minutes, of which 7 are the LLM writing 1,600 queries
+    (bf16 on a CPU with native bf16, 1.9 prompts/s) and 9 the first stage, the groups and 150
+    training steps with their dev checks; the dev check kept the first stage there, so the test
+    rerank and the fine-distinction pass did not run (about 6.5 more minutes when a checkpoint is
+    kept, measured under a profiler). ``n_docs=400`` halves the generation.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
