@@ -51,7 +51,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     group_size = min(group_size, len(data.corpus))
     # 1. the dense first stage, measured before training: the system the reranker must beat
     # the default local LLM writes the queries in bf16 where the CPU does bf16 natively (about 1.5x
-    # faster), 16 prompts a call (about 1.2x faster than 8 on 2 cores)
+    # faster), 16 prompts a call (1.2x faster than 8 in a 64-prompt micro-benchmark on 2 cores)
     first = common.embedder_or_default(embedder)
     llm = common.llm_or_default(llm, generate_precision="auto", batch_size=16)
     before = common.start(data, first, seed=seed)

@@ -252,8 +252,9 @@ def agreement(annotated: pd.DataFrame, n_levels: int = 4) -> pd.Series:
     """How often the score model places a generated query at the level it was requested for.
 
     Per requested level (0..n-1) the share it places there (argmax ``pred``), then four summaries:
-    "macro", the mean over the requested levels (a query model that ignores the level scores
-    ``1 / n_levels`` on it whatever the judge does, so that is its chance line); "all", the share
+    "macro", the mean over the requested levels (when every level is requested, a query model
+    that ignores the level scores ``1 / n_levels`` on it whatever the judge does, so that is its
+    chance line); "all", the share
     over every request, whose chance line depends on how the requests and the judge's labels are
     spread: "chance (all)" is the share a level-blind model with the same outputs would get,
     ``sum_L share requested(L) * share judged(L)``; and "kappa", Cohen's kappa, ``all`` corrected
