@@ -691,22 +691,26 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
                                    f"e.g. {unknown[:3]}")
     keys = [(qid, d) for qid, docs in run.items() for d in _ranked(docs)[:depth]]
     started = time.perf_counter()
-    logits = []
-    skipped = bool(keys) and residual_is_zero(model)
-    if skipped:  # f = 0 for every input: the scores are a * run score, no forward pass needed
-        logits = np.zeros(len(keys))
-    elif keys:
-        logits = model.predict([(queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
-                               activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
+    logits, ran = _logits(model, [(queries[q], data.doc_text(d)) for q, d in keys], batch_size)
     seconds = time.perf_counter() - started
     scores: dict[str, dict[str, float]] = {q: {} for q in run}
     scale = residual_of(model)  # a residual reranker scores s = a * first-stage score + f
-    for (q, d), s in zip(keys, np.asarray(logits, dtype=float).reshape(-1)):
+    for (q, d), s in zip(keys, logits):
         scores[q][d] = float(s) + (scale * float(run[q][d]) if scale is not None else 0.0)
     out = RerankedRun(at_depth(run, scores, depth))
     out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
-    out.model_pairs = 0 if skipped else len(keys)
+    out.model_pairs = len(keys) if ran else 0
     return out
+
+
+def _logits(model, pairs: list[tuple[str, str]], batch_size: int) -> tuple[np.ndarray, bool]:
+    """The cross-encoder's raw logits of ``pairs`` and whether it ran: a residual reranker whose
+    output layer is all zeros has ``f = 0`` on every pair, so it is not run."""
+    if not pairs or residual_is_zero(model):
+        return np.zeros(len(pairs)), False
+    out = model.predict(pairs, batch_size=batch_size, activation_fn=_identity(), convert_to_numpy=True,
+                        show_progress_bar=False)
+    return np.asarray(out, dtype=float).reshape(len(pairs), -1)[:, 0], True
 
 
 def fine_distinction(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64,
@@ -726,12 +730,7 @@ def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEE
     (a residual reranker needs its ``first_stage`` DenseIndex for the ``a * cos`` part)."""
     pairs = evaluate.distinction_pairs(data, split, seed=seed)
     keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
-    if residual_is_zero(model):  # f = 0 on every pair: a * cos alone, no forward pass
-        values = np.zeros(len(keys))
-    else:
-        logits = model.predict([(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size=batch_size,
-                               activation_fn=_identity(), convert_to_numpy=True, show_progress_bar=False)
-        values = np.asarray(logits, dtype=float).reshape(len(keys), -1)[:, 0]  # raw logits, as rerank uses
+    values, _ = _logits(model, [(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size)
     scale = residual_of(model)
     if scale is not None and keys:
         if first_stage is None:
