@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_build)
     p = sub.add_parser("bench", help="print the benchmark table")
     p.add_argument("--profile", default=None)
-    p.add_argument("--part", action="append", help="foundation, speed, llm, kge, clicks (repeatable; see cookbook.bench)")
+    p.add_argument("--part", action="append", help="foundation, speed, llm, rerank, kge, clicks (repeatable; see cookbook.bench)")
     p.set_defaults(func=_bench)
     p = sub.add_parser("run-notebooks", help="execute every notebook into a folder")
     p.add_argument("--output", default=str(ROOT / "runs"))

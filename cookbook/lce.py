@@ -376,13 +376,17 @@ def cross_encoder_from(embedder, max_length: int = 128, seed: int = SEED):
 
 def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rate: float = 2e-5,
           warmup: float = 0.1, seed: int = SEED, output_dir: str | None = None,
-          dev: Callable | None = None, dev_every: int | None = None) -> dict:
+          dev: Callable | None = None, dev_every: int | None = None, bf16: bool = False) -> dict:
     """Train a cross-encoder in place with ``CrossEncoderTrainer``; return a small report.
 
     ``loss`` is a loss object (:class:`LCELoss`, ``losses.BinaryCrossEntropyLoss``,
     ``losses.MultipleNegativesRankingLoss``). ``batch_size`` counts dataset rows (groups for
     LCE, pairs for BCE). Returns ``{"steps", "seconds", "seconds_per_step", "loss" (mean over
     the run), "final_loss" (mean over the last logged tenth), "log"}``.
+
+    ``bf16=True`` trains under bf16 autocast (weights stay fp32; see :func:`reranker_precision`
+    for when that pays on a CPU); the dev checks during training then run in bf16 too, and the
+    model is returned without the autocast wrapper, so later calls choose their own precision.
 
     ``dev(model) -> (score, run)`` is the checkpoint choice (:func:`dev_check`): it runs before
     the first step and every ``dev_every`` steps; the model ends with the weights of the best
@@ -393,6 +397,7 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
 
+    import torch
     from sentence_transformers.cross_encoder import (
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
@@ -407,7 +412,8 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
             output_dir=str(output_dir or tmp), max_steps=max_steps, per_device_train_batch_size=batch_size,
             learning_rate=learning_rate, warmup_steps=warmup, seed=seed, data_seed=seed,
             report_to="none", save_strategy="no", logging_steps=max(1, max_steps // 10),
-            disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+            disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False, bf16=bf16,
+            use_cpu=bf16 and not torch.cuda.is_available(),  # transformers asks for it to run bf16 on a CPU
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         trainer.remove_callback(PrinterCallback)
@@ -419,7 +425,13 @@ def train(model, dataset, loss, *, max_steps: int, batch_size: int, learning_rat
                 model, dev, dev_every or max(1, max_steps // 3), max_steps)
             trainer.add_callback(check)
         started = time.perf_counter()
-        output = trainer.train()
+        try:
+            output = trainer.train()
+        finally:
+            if bf16:  # accelerate wrapped forward in autocast for training: take the wrapper off
+                from accelerate.utils import extract_model_from_parallel
+
+                extract_model_from_parallel(model, keep_fp32_wrapper=False)
         seconds = time.perf_counter() - started
     steps = int(output.global_step)
     log = [row for row in trainer.state.log_history if "loss" in row]
@@ -468,14 +480,16 @@ class _DevCheck:
 
 
 def dev_check(run: Mapping[str, Mapping[str, float]], qrels, data, *, depth: int = 20,
-              queries: Mapping[str, str] | None = None, metric: str = "nDCG@10") -> Callable:
+              queries: Mapping[str, str] | None = None, metric: str = "nDCG@10",
+              precision: str = "fp32") -> Callable:
     """The dev check of :func:`train`: ``model -> (mean metric, reranked run)`` over the first
-    stage's ``run`` of the dev queries (never test queries), reranked at ``depth``.
+    stage's ``run`` of the dev queries (never test queries), reranked at ``depth`` in
+    ``precision`` (see :func:`rerank`).
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
     def score(model):
-        reranked = rerank(model, run, data, depth=depth, queries=queries)
+        reranked = rerank(model, run, data, depth=depth, queries=queries, precision=precision)
         return evaluate.evaluate(reranked, qrels, (metric,))[0][metric], reranked
     return score
 
@@ -616,7 +630,7 @@ class RerankedRun(dict):
     """A run (``{qid: {doc_id: score}}``) plus what reranking it cost.
 
     ``scores``: the cross-encoder's score of every reranked pair; ``pairs``, ``seconds``,
-    ``pairs_per_second``, ``depth``.
+    ``pairs_per_second``, ``depth``, ``precision``.
     """
 
     scores: dict
@@ -624,6 +638,7 @@ class RerankedRun(dict):
     seconds: float
     depth: int
     model_pairs: int  # pairs the cross-encoder scored (0 when f = 0 made it unnecessary)
+    precision: str = "fp32"  # the cross-encoder's number format (see reranker_precision)
 
     @property
     def pairs_per_second(self) -> float:
@@ -663,7 +678,8 @@ def at_depth(first_stage: Mapping[str, Mapping[str, float]], scores: Mapping[str
 
 
 def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 20,
-           queries: Mapping[str, str] | None = None, batch_size: int = 64) -> RerankedRun:
+           queries: Mapping[str, str] | None = None, batch_size: int = 64,
+           precision: str = "fp32") -> RerankedRun:
     """Rerank the top ``depth`` documents of every query of ``run`` with a cross-encoder.
 
     All pairs of all queries go through ``model.predict`` in batches of ``batch_size``; the
@@ -674,6 +690,8 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     run of the first stage it was trained over. While its output layer is all zeros (step 0, or
     :func:`keep_first_stage`) ``f`` is exactly 0 for every pair, so the cross-encoder is not run
     (``.model_pairs`` is 0 and ``.pairs_per_second`` is NaN: nothing was measured).
+    ``precision``: ``fp32``, ``bf16`` (autocast; fast only where the CPU does bf16 natively) or
+    ``auto`` (:func:`reranker_precision`); ``.precision`` says which ran.
     A run naming a document or query that ``data`` does not hold is an
     :class:`UnknownDocumentError`.
 
@@ -690,8 +708,9 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
         raise UnknownDocumentError(f"run names {len(unknown)} document(s) not in the corpus, "
                                    f"e.g. {unknown[:3]}")
     keys = [(qid, d) for qid, docs in run.items() for d in _ranked(docs)[:depth]]
+    precision = reranker_precision(precision)[0]
     started = time.perf_counter()
-    logits, ran = _logits(model, [(queries[q], data.doc_text(d)) for q, d in keys], batch_size)
+    logits, ran = _logits(model, [(queries[q], data.doc_text(d)) for q, d in keys], batch_size, precision)
     seconds = time.perf_counter() - started
     scores: dict[str, dict[str, float]] = {q: {} for q in run}
     scale = residual_of(model)  # a residual reranker scores s = a * first-stage score + f
@@ -700,37 +719,72 @@ def rerank(model, run: Mapping[str, Mapping[str, float]], data, *, depth: int = 
     out = RerankedRun(at_depth(run, scores, depth))
     out.scores, out.pairs, out.seconds, out.depth = scores, len(keys), seconds, depth
     out.model_pairs = len(keys) if ran else 0
+    out.precision = precision
     return out
 
 
-def _logits(model, pairs: list[tuple[str, str]], batch_size: int) -> tuple[np.ndarray, bool]:
-    """The cross-encoder's raw logits of ``pairs`` and whether it ran: a residual reranker whose
-    output layer is all zeros has ``f = 0`` on every pair, so it is not run."""
+#: the cross-encoder's number formats: ``auto`` picks bf16 where the CPU does bf16 natively
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def reranker_precision(precision: str = "auto") -> tuple[str, str]:
+    """``(precision, reason)`` of the cross-encoder: ``fp32`` and ``bf16`` as asked; ``auto``
+    picks ``bf16`` (autocast, weights kept in fp32) on a CPU with native bf16 matmuls
+    (``avx512_bf16`` or AMX, as :func:`cookbook.llm.precision.choose_precision` reads them) and
+    ``fp32`` elsewhere, where torch would emulate bf16 far slower than fp32. ``python -m cookbook
+    bench --part rerank`` measures both side by side (speed, logit difference, nDCG@10).
+
+    Taught in: notebooks/40_train_reranker_lce.ipynb
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, "as asked"
+    from cookbook.llm.precision import choose_precision
+
+    return choose_precision()
+
+
+def _logits(model, pairs: list[tuple[str, str]], batch_size: int,
+            precision: str = "fp32") -> tuple[np.ndarray, bool]:
+    """The cross-encoder's raw logits of ``pairs`` (in ``precision``, ``fp32`` or ``bf16``) and
+    whether it ran: a residual reranker whose output layer is all zeros has ``f = 0`` on every
+    pair, so it is not run."""
+    import contextlib
+
+    import torch
+
     if not pairs or residual_is_zero(model):
         return np.zeros(len(pairs)), False
-    out = model.predict(pairs, batch_size=batch_size, activation_fn=_identity(), convert_to_numpy=True,
-                        show_progress_bar=False)
+    device = getattr(model, "device", torch.device("cpu"))
+    context = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16"
+               else contextlib.nullcontext())
+    with context:
+        out = model.predict(pairs, batch_size=batch_size, activation_fn=_identity(), convert_to_numpy=True,
+                            show_progress_bar=False)
     return np.asarray(out, dtype=float).reshape(len(pairs), -1)[:, 0], True
 
 
 def fine_distinction(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64,
-                     first_stage=None) -> float:
+                     first_stage=None, precision: str = "fp32") -> float:
     """The fine-distinction accuracy of a cross-encoder: the adjacent-grade pairs of
     :func:`cookbook.evaluate.distinction_pairs` ordered by the model's scores (overall share).
 
     Taught in: notebooks/90_compare_recipes.ipynb
     """
     return fine_distinction_result(model, data, split, seed=seed, batch_size=batch_size,
-                                   first_stage=first_stage)["all"]
+                                   first_stage=first_stage, precision=precision)["all"]
 
 
 def fine_distinction_result(model, data, split: str = "test", *, seed: int = SEED, batch_size: int = 64,
-                            first_stage=None) -> dict:
+                            first_stage=None, precision: str = "fp32") -> dict:
     """:func:`cookbook.evaluate.fine_distinction_accuracy` with a cross-encoder as the scorer
-    (a residual reranker needs its ``first_stage`` DenseIndex for the ``a * cos`` part)."""
+    (a residual reranker needs its ``first_stage`` DenseIndex for the ``a * cos`` part;
+    ``precision`` as in :func:`rerank`)."""
     pairs = evaluate.distinction_pairs(data, split, seed=seed)
     keys = sorted(set(zip(pairs["qid"], pairs["higher"])) | set(zip(pairs["qid"], pairs["lower"])))
-    values, _ = _logits(model, [(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size)
+    values, _ = _logits(model, [(data.queries[q], data.doc_text(d)) for q, d in keys], batch_size,
+                        reranker_precision(precision)[0])
     scale = residual_of(model)
     if scale is not None and keys:
         if first_stage is None:

@@ -41,3 +41,18 @@ def test_scoring_bench_pieces(smoke_data):
     assert qids[:4] == [qids[0]] * 4  # query-major, as a labelling loop has them
     names = [p.name for p in llm_bench.SCORING_PATHS]
     assert names[:2] == ["fp32_one_at_a_time", "fp32_batched"] and "default" in names
+
+
+def test_rerank_rows_compare_both_formats_on_the_same_pairs(monkeypatch):
+    from cookbook.bench import rerank as rerank_bench
+
+    monkeypatch.setitem(rerank_bench.SIZES, "smoke", (6, 2, 3))
+    rows = rerank_bench.measure("smoke", depth=4, max_length=32)
+    by = {r["name"]: r for r in rows}
+    assert all(set(r) == {"name", "value", "unit", "note"} for r in rows)
+    assert by["rerank fp32"]["value"] > 0 and by["rerank bf16 (autocast)"]["value"] > 0
+    assert by["LCE training fp32"]["value"] > 0 and by["LCE training bf16 (autocast)"]["value"] > 0
+    assert 0 < by["max |score bf16 - fp32|"]["value"] < 1  # the head moved, and bf16 is close
+    assert 0 <= by["dev nDCG@10 reranked bf16"]["value"] <= 1
+    with pytest.raises(ValueError, match="unknown profile"):
+        rerank_bench.measure("huge")

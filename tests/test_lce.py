@@ -259,3 +259,34 @@ def test_dev_check_keeps_the_best_checkpoint_and_step_zero_on_no_gain(tiny_model
     real = R.dev_check(run, {q: smoke_data.qrels[split][q] for q in dev_ids}, smoke_data, depth=5, queries=queries)
     score, reranked = real(model)
     assert 0.0 <= score <= 1.0 and set(reranked) == set(dev_ids)
+
+
+def test_bf16_training_and_scoring_come_back_in_the_asked_precision(tiny_model, smoke_data, monkeypatch):
+    from cookbook.llm import precision as P
+
+    with pytest.raises(ValueError, match="precision='fp16'; choose one of auto, fp32, bf16"):
+        R.reranker_precision("fp16")
+    assert R.reranker_precision("bf16") == ("bf16", "as asked")
+    monkeypatch.setattr(P, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx2"}))
+    assert R.reranker_precision("auto")[0] == "fp32"  # bf16 would be emulated there: slower
+    monkeypatch.setattr(P, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx512_bf16"}))
+    assert R.reranker_precision("auto") == ("bf16", "CPU has avx512_bf16")
+
+    qids = sorted(smoke_data.qrels["test"])[:2]
+    queries = {q: smoke_data.queries[q] for q in qids}
+    run = {q: {d: 1.0 / (i + 1) for i, d in enumerate(sorted(smoke_data.corpus)[:4])} for q in qids}
+    model = R.residual_reranker(tiny_model, scale=1.0, max_length=32, seed=0)
+    pairs = pd.DataFrame({"query": ["a b", "c d"], "doc_id": sorted(smoke_data.corpus)[:2]})
+    groups = R.localized_groups(pd.DataFrame(), pairs, smoke_data, group_size=3, seed=0)
+    rep = R.train(model, R.group_dataset(groups, smoke_data), R.LCELoss(model, group_size=3), max_steps=2,
+                  batch_size=2, learning_rate=1e-2, bf16=True)
+    assert rep["steps"] == 2 and not R.residual_is_zero(model)
+    # the autocast wrapper of bf16 training is gone: fp32 scoring is fp32 again, and bf16 differs a little
+    assert "_original_forward" not in vars(model)
+    assert all(p.dtype == torch.float32 for p in model.model.parameters())
+    fp32 = R.rerank(model, run, smoke_data, depth=4, queries=queries, precision="fp32")
+    bf16 = R.rerank(model, run, smoke_data, depth=4, queries=queries, precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a = np.array([fp32.scores[q][d] for q in qids for d in run[q]])
+    b = np.array([bf16.scores[q][d] for q in qids for d in run[q]])
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05 * max(1.0, np.abs(a).max())

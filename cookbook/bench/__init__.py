@@ -11,6 +11,8 @@ foundation     corpus build and cache, BM25, dense encode throughput, evaluation
 speed          fp32 vs int8 encode (same texts, nDCG@10 of both), embedding cache load vs encode
 llm            query-likelihood scoring paths vs the fp32/bf16/int8 matmul rates; batched vs
                one-at-a-time generation, the cache, HTTP with 1 vs N in flight
+rerank         the LCE reranker in fp32 vs bf16 autocast: training s/step, rerank pairs/s,
+               score difference, dev nDCG@10 of both
 kge            seconds per epoch of each KGE model, triplet mining throughput
 clicks         click simulator vs the plain loop, two-tower training time
 =============  ======================================================================
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 
-PARTS = ("foundation", "speed", "llm", "kge", "clicks")
+PARTS = ("foundation", "speed", "llm", "rerank", "kge", "clicks")
 
 
 def run(profile_name: str, parts: list[str] | None = None) -> list[dict]:

@@ -21,7 +21,7 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
         n_samples: int = 2, group_size: int = 8, label_depth: int = 30, batch_size: int = 4,
         rerank_depth: int = 20, max_length: int = 128, learning_rate: float = 1e-4, dev_every: int = 75,
         dev_queries: int = 100, verify: bool = False, margin: float = 0.0, train_labels: bool = True,
-        seed: int = SEED) -> dict:
+        precision: str = "auto", seed: int = SEED) -> dict:
     """The whole technique on any ``RetrievalData``; saves the reranker to ``out_dir/"model"``.
 
     LLM queries for ``n_docs`` sampled documents (round-trip consistency filter) -> groups of
@@ -49,6 +49,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     """
     seed_everything(seed)
     group_size = min(group_size, len(data.corpus))
+    # the cross-encoder trains and scores in bf16 (autocast) where the CPU does bf16 natively
+    precision, precision_reason = technique.reranker_precision(precision)
     # 1. the dense first stage, measured before training: the system the reranker must beat
     # the default local LLM writes the queries in bf16 where the CPU does bf16 natively (about 1.5x
     # faster), 16 prompts a call (1.2x faster than 8 in a 64-prompt micro-benchmark on 2 cores)
@@ -88,8 +90,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     trained = technique.train(model, technique.group_dataset(groups, data, seed=seed),
                               technique.LCELoss(model, group_size=group_size, prior=prior), max_steps=steps,
                               batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                              dev=technique.dev_check(dev_run, dev_qrels, data, depth=rerank_depth, queries=dev_q)
-                              if dev_qrels else None, dev_every=dev_every)
+                              dev=technique.dev_check(dev_run, dev_qrels, data, depth=rerank_depth, queries=dev_q,
+                                                      precision=precision)
+                              if dev_qrels else None, dev_every=dev_every, bf16=precision == "bf16")
     dev_cmp = evaluate.compare(dev_run, trained["best_run"], dev_qrels, "nDCG@10") if dev_qrels else None
     kept_first_stage = dev_cmp is None or evaluate.verdict(dev_cmp) != "better"
     if kept_first_stage:  # no gain on the dev check: f = 0, the first stage's order exactly
@@ -98,8 +101,9 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     reranked = None
     if before.run is not None:
         reranked = technique.rerank(model, before.run, data, depth=rerank_depth,
-                                    queries=data.split_queries("test"))
-    fine = (technique.fine_distinction(model, data, "test", seed=seed, first_stage=before.index)
+                                    queries=data.split_queries("test"), precision=precision)
+    fine = (technique.fine_distinction(model, data, "test", seed=seed, first_stage=before.index,
+                                       precision=precision)
             if before.fine is not None else None)
     decision = ("kept the first stage's order (f = 0): too few groups for a dev check" if dev_cmp is None else
                 "kept the first stage's order (f = 0): the best checkpoint did not beat it on the dev check"
@@ -116,7 +120,8 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
                          dev_curve=trained.get("dev_curve"), best_step=trained.get("best_step"),
                          train_loss=trained["loss"], final_loss=trained["final_loss"],
                          first_stage_loss=round(technique.prior_loss(groups, data, prior), 4),
-                         pairs_per_second=_throughput(reranked, trained))
+                         pairs_per_second=_throughput(reranked, trained),
+                         precision=f"{precision} ({precision_reason})")
 
 
 def _throughput(reranked, trained) -> float | None:
