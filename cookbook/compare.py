@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from cookbook import evaluate, lce, recipes, retrieval
-from cookbook.results import fmt_p, fmt_signed
 from cookbook.config import DATA_DIR, SEED
 from cookbook.config import profile as active
 from cookbook.models import save_model
+from cookbook.results import fmt_p, fmt_signed
 
 MODELS_DIR = DATA_DIR / "models"
 

@@ -51,7 +51,10 @@ def fit(model, train_dataset, loss, *, epochs: float = 1, max_steps: int = -1,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers, MultiDatasetBatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        MultiDatasetBatchSamplers,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     parts = train_dataset if isinstance(train_dataset, dict) else {"train_dataset": train_dataset}
