@@ -37,13 +37,16 @@ def recipe(data, out_dir, *, embedder=None, llm=None, steps: int | None = None, 
     pairs held out); **if that checkpoint does not beat the first stage on the dev check
     (paired t-test, p < 0.05), f = 0 and the reranker keeps the first stage's order** ->
     the dense top ``rerank_depth`` of the test queries reranked (while ``f = 0`` the
-    cross-encoder is not run: the order is the first stage's exactly). Measured with the defaults
-    on the embedded corpus (about 4,800 documents, 2 CPU cores, an empty LLM cache, the first
-    stage's corpus embeddings cached): 16 minutes, of which 7 are the LLM writing 1,600 queries
-    (bf16 on a CPU with native bf16, 1.9 prompts/s) and 9 the first stage, the groups and 150
-    training steps with their dev checks; the dev check kept the first stage there, so the test
-    rerank and the fine-distinction pass did not run (about 6.5 more minutes when a checkpoint is
-    kept, measured under a profiler). ``n_docs=400`` halves the generation.
+    cross-encoder is not run: the order is the first stage's exactly). ``precision="auto"``
+    trains and scores the cross-encoder in bf16 (autocast) where the CPU does bf16 natively
+    (:func:`cookbook.lce.reranker_precision`). Measured with the defaults on the embedded corpus
+    (about 4,800 documents, 2 CPU cores with native bf16, an empty LLM cache, the first stage's
+    corpus embeddings cached): 12.5 minutes, of which 6.7 are the LLM writing 1,600 queries (2.0
+    prompts/s) and the rest the first stage, the groups and 150 training steps with their dev
+    checks (83 pairs/s); the dev check kept the first stage there, so the test rerank and the
+    fine-distinction pass did not run (about 19,000 more pairs, some 4 minutes at that rate, when
+    a checkpoint is kept). The same run in fp32 took 16 minutes. ``n_docs=400`` halves the
+    generation.
 
     Taught in: notebooks/40_train_reranker_lce.ipynb
     """
