@@ -107,6 +107,7 @@ class LCELoss(_Module):
 
     def scores(self, inputs, prompt: str | None = None, task: str | None = None):
         """The ``(B, G)`` logits of a batch: ``inputs[0]`` queries, ``inputs[1:]`` the group."""
+        import torch
         from sentence_transformers.util import batch_to_device
 
         queries, columns = inputs[0], inputs[1:]
@@ -120,8 +121,8 @@ class LCELoss(_Module):
         features = batch_to_device(self.model.preprocess(pairs, prompt=prompt, task=task),
                                    self.model.device)
         logits = self.model(features)["scores"].view(group, len(queries)).T
-        if self.prior is not None:
-            logits = logits + self.prior(queries, columns).to(logits.device, logits.dtype)
+        if self.prior is not None:  # summed in fp32: a bf16 a * cos (about 10) would step by 0.06
+            logits = logits.float() + self.prior(queries, columns).to(logits.device, torch.float32)
         return logits
 
     def forward(self, inputs, labels=None, prompt: str | None = None, task: str | None = None):
