@@ -121,7 +121,9 @@ class LCELoss(_Module):
         features = batch_to_device(self.model.preprocess(pairs, prompt=prompt, task=task),
                                    self.model.device)
         logits = self.model(features)["scores"].view(group, len(queries)).T
-        if self.prior is not None:  # summed in fp32: a bf16 a * cos (about 10) would step by 0.06
+        # summed in fp32: under a bf16 autocast of one's own the logits come out in bf16, and a bf16
+        # a * cos (about 10) steps by 0.06 (the Trainer's bf16 already hands back fp32 logits)
+        if self.prior is not None:
             logits = logits.float() + self.prior(queries, columns).to(logits.device, torch.float32)
         return logits
 

@@ -290,7 +290,7 @@ def test_bf16_training_and_scoring_come_back_in_the_asked_precision(tiny_model, 
     a = np.array([fp32.scores[q][d] for q in qids for d in run[q]])
     b = np.array([bf16.scores[q][d] for q in qids for d in run[q]])
     assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05 * max(1.0, np.abs(a).max())
-    # in bf16 training the first stage's part is added in fp32: 10.01 would be 10.0 in bf16
+    # under a bf16 autocast the first stage's part is still added in fp32: 10.01 would be 10.0 in bf16
     loss_fn = R.LCELoss(model, group_size=3, prior=lambda queries, columns: torch.full((len(queries), len(columns)), 10.01))
     rows = list(R.group_dataset(groups, smoke_data)[:2].values())
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
