@@ -81,6 +81,8 @@ def measure(profile_name: str, group_size: int = 8, depth: int = 20, batch_size:
         {"name": "max |score bf16 - fp32|", "value": float(np.abs(a - b).max()), "unit": "logit",
          "note": f"residual scores a*cos + f: the spread (std) of the scores {float(a.std()):.3g}, "
                  f"of the trained part f {float(f.std()):.3g}"},
+        {"name": "max |score bf16 - fp32| / spread of f", "value": float(np.abs(a - b).max() / max(f.std(), 1e-12)),
+         "unit": "", "note": "the difference against what training has moved so far"},
         {"name": f"{split} nDCG@10 reranked fp32", "value": cmp["mean_a"], "unit": "",
          "note": f"{cmp['queries']} queries"},
         {"name": f"{split} nDCG@10 reranked bf16", "value": cmp["mean_b"], "unit": "",
