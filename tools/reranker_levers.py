@@ -38,6 +38,7 @@ from cookbook import evaluate, lce
 from cookbook.config import SEED, seed_everything
 from cookbook.corpus import load_apidocs
 from cookbook.recipes import common
+from cookbook.recipes.lce import _dev_split
 
 ARMS = ("teacher", "synthetic", "soft", "soft1", "unlabelled", "unlabelled5")
 
@@ -88,9 +89,7 @@ def main() -> None:
     pairs = lce.synthetic_pairs(data, llm, index, common.sample_docs(data, 800, SEED), n_samples=2, seed=SEED)
     cands = lce.first_stage_candidates(index, pairs, data, depth=30)
     groups = lce.localized_groups(cands.assign(negative=True), pairs, data, group_size=8, seed=SEED)
-    ids = sorted(random.Random(SEED).sample(sorted(data.qrels["dev"]), min(100, len(data.qrels["dev"]))))
-    dev_q = {q: data.queries[q] for q in ids}
-    dev_qrels = {q: data.qrels["dev"][q] for q in ids}
+    _, dev_q, dev_qrels, _ = _dev_split(data, groups, 100, SEED)  # the recipe's own dev queries
     dev_run = index.search(dev_q, k=20)
     scale = lce.residual_scale(index.search(dict(zip(map(str, range(len(pairs))), pairs["query"])), k=30))
     prior = lce.FirstStagePrior(index, data, scale)

@@ -58,9 +58,10 @@ def measure(profile_name: str, group_size: int = 8, depth: int = 20, batch_size:
         out = lce.rerank(model, run, data, depth=depth, queries=dev_q, precision=fmt)
         if fmt not in reranked or out.pairs_per_second > reranked[fmt].pairs_per_second:
             reranked[fmt] = out
-    a = np.array([reranked["fp32"].scores[q][d] for q in dev_ids for d in reranked["fp32"].scores[q]])
-    b = np.array([reranked["bf16"].scores[q][d] for q in dev_ids for d in reranked["fp32"].scores[q]])
-    f = a - scale * np.array([run[q][d] for q in dev_ids for d in reranked["fp32"].scores[q]])  # the trained part
+    keys = [(q, d) for q in dev_ids for d in reranked["fp32"].scores[q]]
+    fp32, bf16 = (np.array([reranked[fmt].scores[q][d] for q, d in keys]) for fmt in ("fp32", "bf16"))
+    f = fp32 - scale * np.array([run[q][d] for q, d in keys])  # the trained part of s = a * cos + f
+    diff = float(np.abs(fp32 - bf16).max())
     cmp = evaluate.compare(reranked["fp32"], reranked["bf16"], dev_qrels, "nDCG@10")
     auto, reason = lce.reranker_precision("auto")
     pairs_note = f"{reranked['fp32'].pairs} pairs ({len(dev_ids)} {split} queries x top {depth}), best of 2"
@@ -78,10 +79,10 @@ def measure(profile_name: str, group_size: int = 8, depth: int = 20, batch_size:
          "note": "same model and pairs"},
         {"name": "rerank speed-up bf16 / fp32",
          "value": reranked["bf16"].pairs_per_second / reranked["fp32"].pairs_per_second, "unit": "x", "note": ""},
-        {"name": "max |score bf16 - fp32|", "value": float(np.abs(a - b).max()), "unit": "logit",
-         "note": f"residual scores a*cos + f: the spread (std) of the scores {float(a.std()):.3g}, "
+        {"name": "max |score bf16 - fp32|", "value": diff, "unit": "logit",
+         "note": f"residual scores a*cos + f: the spread (std) of the scores {float(fp32.std()):.3g}, "
                  f"of the trained part f {float(f.std()):.3g}"},
-        {"name": "max |score bf16 - fp32| / spread of f", "value": float(np.abs(a - b).max() / max(f.std(), 1e-12)),
+        {"name": "max |score bf16 - fp32| / spread of f", "value": diff / max(float(f.std()), 1e-12),
          "unit": "", "note": "the difference against what training has moved so far"},
         {"name": f"{split} nDCG@10 reranked fp32", "value": cmp["mean_a"], "unit": "",
          "note": f"{cmp['queries']} queries"},
